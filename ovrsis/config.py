@@ -1,0 +1,127 @@
+"""``add_ovrsis_config``: every ovrsis key, each with a one-line comment.
+
+Keys read like the papers' terms (cost volume, appearance/text guidance, class
+aggregation, guided upsampling). Defaults are CAT-Seg ViT-B/16@384 as released.
+"""
+from __future__ import annotations
+
+import torch
+from detectron2.config import CfgNode as CN
+
+OPENAI_CLIP_MEAN = [122.7709383, 116.7460125, 104.09373615]
+OPENAI_CLIP_STD = [68.5005327, 66.6321579, 70.3231630]
+
+
+def add_ovrsis_config(cfg: CN) -> None:
+    """Add ovrsis keys to a detectron2 default config (in place)."""
+    cfg.SEED = 42  # detectron2 already has SEED (-1 = random); we default to reproducible
+    cfg.MODEL.META_ARCHITECTURE = "CostAggregationSegmentor"
+    cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # override on the command line
+    cfg.MODEL.PIXEL_MEAN = list(OPENAI_CLIP_MEAN)  # images are normalised with CLIP statistics
+    cfg.MODEL.PIXEL_STD = list(OPENAI_CLIP_STD)
+
+    # --- CLIP encoder (open_clip) -------------------------------------------------------
+    cfg.MODEL.CLIP = CN()
+    cfg.MODEL.CLIP.ARCH = "ViT-B-16-quickgelu"  # open_clip model name (or a bundled ovrsis-* config)
+    cfg.MODEL.CLIP.PRETRAINED = ""  # open_clip pretrained tag ("openai"), a local file, or "" = random
+    cfg.MODEL.CLIP.ALLOW_DOWNLOAD = False  # a pretrained *tag* may download only when this is True
+    cfg.MODEL.CLIP.IMAGE_SIZE = 384  # CLIP input side; images are squashed to it (aspect ignored)
+    cfg.MODEL.CLIP.FINETUNE = "attention"  # none | attention (q/v weights) | full (all blocks)
+    cfg.MODEL.CLIP.GUIDANCE_LAYERS = [3, 7]  # resblocks whose raw residual stream guides the decoder
+    cfg.MODEL.CLIP.DENSE_LAST_BLOCK = True  # last block: CLS input + out_proj(V) (no token mixing)
+
+    # --- text side ----------------------------------------------------------------------
+    cfg.MODEL.TEXT = CN()
+    cfg.MODEL.TEXT.TEMPLATES = ["A photo of a {} in the scene"]  # P prompt templates (P >= 1)
+    cfg.MODEL.TEXT.SYNONYMS = "first"  # "a, b" class names: first synonym only | mean of embeddings
+    cfg.MODEL.TEXT.CACHE = True  # cache eval-time text embeddings per vocabulary
+
+    # --- cost volume ----------------------------------------------------------------------
+    cfg.MODEL.COST = CN()
+    cfg.MODEL.COST.MAX_CLASSES = 256  # above this, keep the top-k classes per image (rest: -100)
+
+    # --- cost aggregation -----------------------------------------------------------------
+    cfg.MODEL.AGGREGATOR = CN()
+    cfg.MODEL.AGGREGATOR.NAME = "CATSegAggregator"  # registry name (ovrsis.modeling.AGGREGATOR_REGISTRY)
+    cfg.MODEL.AGGREGATOR.HIDDEN_DIM = 128  # cost embedding channels
+    cfg.MODEL.AGGREGATOR.NUM_LAYERS = 2  # each: spatial (2 Swin blocks) then class aggregation
+    cfg.MODEL.AGGREGATOR.NUM_HEADS = 4
+    cfg.MODEL.AGGREGATOR.WINDOW_SIZE = 12  # Swin window (shift = window // 2)
+    cfg.MODEL.AGGREGATOR.APPEARANCE_GUIDANCE_PROJ_DIM = 128  # CLIP dense map → spatial guidance
+    cfg.MODEL.AGGREGATOR.TEXT_GUIDANCE_PROJ_DIM = 128  # text embedding → class guidance
+    cfg.MODEL.AGGREGATOR.POOLING_SIZE_TRAIN = [2, 2]  # class aggregation avg-pool while training
+    cfg.MODEL.AGGREGATOR.POOLING_SIZE_TEST = [1, 1]  # ... and at evaluation (official eval scripts)
+    cfg.MODEL.AGGREGATOR.PAD_LEN = 256  # class attention padded to this many tokens (0 = off)
+    cfg.MODEL.AGGREGATOR.CLASS_ATTENTION = "linear"  # linear (elu+1 kernel) | full (softmax)
+
+    # --- decoder (guided upsampling) ------------------------------------------------------
+    cfg.MODEL.DECODER = CN()
+    cfg.MODEL.DECODER.NAME = "GuidedUpsamplingDecoder"  # registry name (DECODER_REGISTRY)
+    cfg.MODEL.DECODER.DIMS = [64, 32]  # channels after each 2x upsampling stage
+    cfg.MODEL.DECODER.GUIDANCE_DIMS = [256, 128]  # upsampled CLIP taps feeding each stage
+    cfg.MODEL.DECODER.GUIDANCE_PROJ_DIMS = [32, 16]  # their projected widths
+
+    # --- loss -----------------------------------------------------------------------------
+    cfg.MODEL.LOSS = CN()
+    cfg.MODEL.LOSS.IGNORE_VALUE = 255
+    cfg.MODEL.LOSS.IGNORE_AS_NEGATIVE = True  # official: ignore pixels get all-zero BCE targets
+
+    # --- inference ------------------------------------------------------------------------
+    cfg.TEST.INFERENCE_MODE = "whole"  # whole | slide (CAT-Seg sliding window, protocol P-B)
+    cfg.TEST.SLIDE = CN()
+    cfg.TEST.SLIDE.WINDOW = 384  # window side on the canvas
+    cfg.TEST.SLIDE.OVERLAP = 0.333  # stride = int(window * (1 - overlap))
+    cfg.TEST.SLIDE.CANVAS = [640, 640]  # image squashed to this before unfolding
+    cfg.TEST.SLIDE.GLOBAL_VIEW = True  # average tiles 50/50 with a whole-image view
+    cfg.TEST.WHOLE = CN()
+    cfg.TEST.WHOLE.STRETCH_PADDING = False  # True reproduces the official P-A padding distortion
+    cfg.TEST.WHOLE.SIZE_DIVISIBILITY = 32  # official padding multiple (MASK_FORMER.SIZE_DIVISIBILITY)
+
+    # --- input ------------------------------------------------------------------------------
+    cfg.INPUT.MIN_SIZE_TRAIN = (384,)
+    cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
+    cfg.INPUT.MAX_SIZE_TRAIN = 4096
+    cfg.INPUT.MIN_SIZE_TEST = 640
+    cfg.INPUT.MAX_SIZE_TEST = 2560
+    cfg.INPUT.CROP.ENABLED = True
+    cfg.INPUT.CROP.TYPE = "absolute"
+    cfg.INPUT.CROP.SIZE = (384, 384)
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0  # RandomCrop_CategoryAreaConstraint
+    cfg.INPUT.COLOR_AUG_SSD = True  # photometric jitter (brightness, contrast, saturation, hue)
+    cfg.INPUT.FORMAT = "RGB"
+
+    # --- data -------------------------------------------------------------------------------
+    cfg.DATASETS.ROOT = ""  # dataset root; "" = $DETECTRON2_DATASETS or ./datasets
+    cfg.DATASETS.REGISTER = CN(new_allowed=True)  # config-only datasets: NAME: {IMAGE_ROOT, ...}
+    cfg.DATASETS.SYNTHETIC = CN()
+    cfg.DATASETS.SYNTHETIC.ROOT = ""  # cache folder of the built-in scenes ("" = ~/.cache/ovrsis)
+    cfg.DATASETS.SYNTHETIC.IMAGE_SIZE = 128  # side of each generated scene
+    cfg.DATASETS.SYNTHETIC.NUM_TRAIN = 64
+    cfg.DATASETS.SYNTHETIC.NUM_VAL = 16
+    cfg.DATASETS.SYNTHETIC.SEED = 0  # seed of the built-in scenes
+    cfg.DATALOADER.NUM_WORKERS = 2
+
+    # --- solver -----------------------------------------------------------------------------
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    cfg.SOLVER.BASE_LR = 2e-4
+    cfg.SOLVER.WEIGHT_DECAY = 1e-4
+    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0  # norms and embeddings
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+    cfg.SOLVER.CLIP_MULTIPLIER = 0.01  # learning-rate factor of the CLIP encoder
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupCosineLR"
+    cfg.SOLVER.WARMUP_ITERS = 0
+    cfg.SOLVER.WARMUP_FACTOR = 1.0
+    cfg.SOLVER.MAX_ITER = 80000
+    cfg.SOLVER.IMS_PER_BATCH = 4
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"  # one norm over every parameter
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
+    cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+    cfg.SOLVER.AMP.ENABLED = False  # honoured on CUDA only
+
+    # --- distributed ------------------------------------------------------------------------
+    cfg.DIST = CN()
+    cfg.DIST.TIMEOUT_MINUTES = 30  # process-group timeout (NCCL/gloo)
+    cfg.DIST.FIND_UNUSED_PARAMETERS = False  # DDP flag for modules some configs leave unused
+
+    cfg.TEST.EVAL_PERIOD = 5000
