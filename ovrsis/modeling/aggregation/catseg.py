@@ -1,0 +1,70 @@
+"""CAT-Seg's aggregation stack: cost embedding, guidance projections, N × (spatial → class)."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..registry import AGGREGATOR_REGISTRY
+from .class_attention import ClassAggregation
+from .spatial import SpatialAggregation
+
+
+class AggregationLayer(nn.Module):
+    """Spatial aggregation (2 Swin blocks with appearance guidance), then class aggregation."""
+
+    def __init__(self, dim: int, appearance_dim: int, text_dim: int, resolution: Tuple[int, int],
+                 num_heads: int, window: int, attention: str, pad_len: int,
+                 pooling_train: Sequence[int], pooling_test: Sequence[int]) -> None:
+        super().__init__()
+        self.spatial = SpatialAggregation(dim, appearance_dim, resolution, num_heads, window)
+        self.classes = ClassAggregation(dim, text_dim, num_heads, attention, pad_len, pooling_train, pooling_test)
+
+    def forward(self, x: torch.Tensor, appearance: Optional[torch.Tensor], text: Optional[torch.Tensor]) -> torch.Tensor:
+        return self.classes(self.spatial(x, appearance), text)
+
+
+@AGGREGATOR_REGISTRY.register()
+class CATSegAggregator(nn.Module):
+    """Cost volume (B, P, T, h, w) → aggregated embedding (B, T, hidden, h, w)."""
+
+    def __init__(self, *, cost_channels: int, clip_dim: int, resolution: Tuple[int, int], hidden_dim: int = 128,
+                 num_layers: int = 2, num_heads: int = 4, window: int = 12,
+                 appearance_proj_dim: int = 128, text_proj_dim: int = 128, attention: str = "linear",
+                 pad_len: int = 256, pooling_train: Sequence[int] = (2, 2), pooling_test: Sequence[int] = (1, 1)) -> None:
+        super().__init__()
+        self.cost_embed = nn.Conv2d(cost_channels, hidden_dim, kernel_size=7, padding=3)
+        self.appearance_proj = nn.Sequential(
+            nn.Conv2d(clip_dim, appearance_proj_dim, kernel_size=3, padding=1), nn.ReLU())
+        self.text_proj = nn.Sequential(nn.Linear(clip_dim, text_proj_dim), nn.ReLU())
+        self.layers = nn.ModuleList([
+            AggregationLayer(hidden_dim, appearance_proj_dim, text_proj_dim, resolution, num_heads, window,
+                             attention, pad_len, pooling_train, pooling_test)
+            for _ in range(num_layers)
+        ])
+
+    @classmethod
+    def from_config(cls, cfg, *, cost_channels: int, clip_dim: int, resolution: Tuple[int, int]) -> "CATSegAggregator":
+        a = cfg.MODEL.AGGREGATOR
+        return cls(cost_channels=cost_channels, clip_dim=clip_dim, resolution=resolution,
+                   hidden_dim=a.HIDDEN_DIM, num_layers=a.NUM_LAYERS, num_heads=a.NUM_HEADS, window=a.WINDOW_SIZE,
+                   appearance_proj_dim=a.APPEARANCE_GUIDANCE_PROJ_DIM, text_proj_dim=a.TEXT_GUIDANCE_PROJ_DIM,
+                   attention=a.CLASS_ATTENTION, pad_len=a.PAD_LEN,
+                   pooling_train=a.POOLING_SIZE_TRAIN, pooling_test=a.POOLING_SIZE_TEST)
+
+    def embed_cost(self, cost: torch.Tensor) -> torch.Tensor:
+        """(B, P, T, h, w) → (B, T, hidden, h, w): the 7×7 conv sees the P prompt channels."""
+        b, p, t, h, w = cost.shape
+        x = self.cost_embed(cost.transpose(1, 2).reshape(b * t, p, h, w))
+        return x.view(b, t, -1, h, w)
+
+    def forward(self, cost: torch.Tensor, dense: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """cost (B, P, T, h, w); dense CLIP map (B, C, h, w); text (B, T, P, C) normalised."""
+        x = self.embed_cost(cost)
+        appearance = self.appearance_proj(dense)
+        text_guidance = self.text_proj(F.normalize(text.mean(dim=-2), dim=-1))
+        for layer in self.layers:
+            x = layer(x, appearance, text_guidance)
+        return x

@@ -1,0 +1,300 @@
+"""CLIP through open_clip, in the form the CAT-Seg family uses it.
+
+open_clip builds the towers and loads weights (a pretrained tag or a local file); this
+module then (1) splits every fused ``in_proj_weight`` into q/k/v parameters so that the
+official "attention" fine-tuning (q and v weights only) is a plain ``requires_grad`` choice,
+(2) runs its own batch-first forward with fused attention kernels, guidance taps and the
+dense last block, and (3) encodes vocabularies × templates in one batch with a cache keyed
+by vocabulary *and* weights, so a cached embedding is never stale.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+FINETUNE_MODES = ("none", "attention", "full")
+_CONFIG_DIR = Path(__file__).with_name("clip_configs")
+
+
+def _register_bundled_configs() -> None:
+    import open_clip
+
+    if _CONFIG_DIR.is_dir() and "ovrsis-tiny-vit" not in open_clip.list_models():
+        open_clip.add_model_config(_CONFIG_DIR)
+
+
+class SplitQKVAttention(nn.Module):
+    """Multi-head attention with separate q/k/v weights and a fused bias (official layout)."""
+
+    def __init__(self, embed_dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.q_proj_weight = nn.Parameter(torch.empty(embed_dim, embed_dim))
+        self.k_proj_weight = nn.Parameter(torch.empty(embed_dim, embed_dim))
+        self.v_proj_weight = nn.Parameter(torch.empty(embed_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+
+    @classmethod
+    def from_multihead(cls, mha: nn.MultiheadAttention) -> "SplitQKVAttention":
+        """Copy a ``nn.MultiheadAttention`` (fused in_proj) into the split layout."""
+        new = cls(mha.embed_dim, mha.num_heads)
+        q, k, v = mha.in_proj_weight.detach().chunk(3, dim=0)
+        with torch.no_grad():
+            new.q_proj_weight.copy_(q)
+            new.k_proj_weight.copy_(k)
+            new.v_proj_weight.copy_(v)
+            new.in_proj_bias.copy_(mha.in_proj_bias.detach())
+            new.out_proj.load_state_dict(mha.out_proj.state_dict())
+        return new
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (N, L, D) → (N, L, D)."""
+        n, length, d = x.shape
+        bq, bk, bv = self.in_proj_bias.chunk(3)
+        shape = (n, length, self.num_heads, d // self.num_heads)
+        q = F.linear(x, self.q_proj_weight, bq).view(shape).transpose(1, 2)
+        k = F.linear(x, self.k_proj_weight, bk).view(shape).transpose(1, 2)
+        v = F.linear(x, self.v_proj_weight, bv).view(shape).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.out_proj(out.transpose(1, 2).reshape(n, length, d))
+
+    def value_path(self, x: torch.Tensor) -> torch.Tensor:
+        """out_proj(V(x)): the token-wise path of the dense last block."""
+        _, _, bv = self.in_proj_bias.chunk(3)
+        return self.out_proj(F.linear(x, self.v_proj_weight, bv))
+
+
+def _run_block(block: nn.Module, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    x = x + block.ls_1(block.attn(block.ln_1(x), attn_mask))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def _run_dense_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """CAT-Seg's last block: no token mixing; each token = CLS input + out_proj(V(LN1(x)))."""
+    v = x[:, :1] + block.ls_1(block.attn.value_path(block.ln_1(x)))
+    return v + block.ls_2(block.mlp(block.ln_2(v)))
+
+
+def _split_attention(transformer: nn.Module) -> None:
+    for block in transformer.resblocks:
+        if isinstance(block.attn, nn.MultiheadAttention):
+            block.attn = SplitQKVAttention.from_multihead(block.attn)
+
+
+def expand_prompts(
+    class_names: Sequence[str], templates: Sequence[str], synonyms: str
+) -> Tuple[List[str], torch.Tensor]:
+    """All prompt strings and, per string, the flat (class, template) slot it averages into.
+
+    ``synonyms="first"`` prompts only the first of "a, b, c" (official fine-tuned path);
+    ``"mean"`` prompts every synonym and averages their normalised embeddings.
+    """
+    if synonyms not in ("first", "mean"):
+        raise ValueError(f"MODEL.TEXT.SYNONYMS must be 'first' or 'mean', got {synonyms!r}")
+    texts, slots = [], []
+    for t, name in enumerate(class_names):
+        parts = [p for p in name.split(", ") if p] or [name]
+        parts = parts[:1] if synonyms == "first" else parts
+        for p, template in enumerate(templates):
+            for part in parts:
+                texts.append(template.format(part))
+                slots.append(t * len(templates) + p)
+    return texts, torch.tensor(slots, dtype=torch.long)
+
+
+class CLIPEncoder(nn.Module):
+    """Both CLIP towers with the CAT-Seg dense image path and a vocabulary-keyed text cache."""
+
+    def __init__(
+        self,
+        arch: str,
+        pretrained: str = "",
+        image_size: int = 384,
+        finetune: str = "attention",
+        guidance_layers: Sequence[int] = (3, 7),
+        dense_last_block: bool = True,
+        templates: Sequence[str] = ("A photo of a {} in the scene",),
+        synonyms: str = "first",
+        cache_text: bool = True,
+        allow_download: bool = False,
+    ) -> None:
+        super().__init__()
+        import open_clip
+
+        if finetune not in FINETUNE_MODES:
+            raise ValueError(f"MODEL.CLIP.FINETUNE must be one of {FINETUNE_MODES}, got {finetune!r}")
+        if not templates:
+            raise ValueError("MODEL.TEXT.TEMPLATES is empty: at least one prompt template is needed")
+        for template in templates:
+            if "{}" not in template:
+                raise ValueError(f"prompt template {template!r} has no '{{}}' placeholder")
+        _register_bundled_configs()
+        model = open_clip.create_model(arch, pretrained=None)
+        if pretrained:
+            self._load_pretrained(model, arch, pretrained, allow_download)
+        self.tokenizer = open_clip.get_tokenizer(arch)
+
+        visual = model.visual
+        _split_attention(visual.transformer)
+        _split_attention(model.transformer)
+        self.visual = visual
+        self.transformer = model.transformer  # text tower, named as in CLIP checkpoints
+        self.token_embedding = model.token_embedding
+        self.positional_embedding = model.positional_embedding
+        self.ln_final = model.ln_final
+        self.text_projection = model.text_projection
+        self.logit_scale = model.logit_scale
+        self.register_buffer("causal_mask", model.attn_mask.clone(), persistent=False)
+
+        self.patch_size = visual.conv1.kernel_size[0]
+        self.image_size = int(image_size)
+        if self.image_size % self.patch_size:
+            raise ValueError(f"CLIP image size {image_size} is not a multiple of patch size {self.patch_size}")
+        self.grid_size = self.image_size // self.patch_size
+        self.width = visual.conv1.out_channels
+        self.embed_dim = visual.proj.shape[1]
+        num_blocks = len(visual.transformer.resblocks)
+        self.guidance_layers = [int(i) for i in guidance_layers]
+        if any(i < 0 or i >= num_blocks - 1 for i in self.guidance_layers):
+            raise ValueError(f"guidance layers {self.guidance_layers} out of range for {num_blocks} blocks")
+        self.dense_last_block = dense_last_block
+        self.templates = list(templates)
+        self.synonyms = synonyms
+        self.cache_text = cache_text
+        self._text_cache: Dict[tuple, torch.Tensor] = {}
+        self._pos_cache: Dict[tuple, torch.Tensor] = {}
+        self.finetune = finetune
+        self._set_trainable(finetune)
+
+    # ------------------------------------------------------------------ set-up
+    @staticmethod
+    def _load_pretrained(model: nn.Module, arch: str, pretrained: str, allow_download: bool) -> None:
+        """Local file → load strictly; a tag → open_clip's loader, only if downloads are allowed
+        or the file is already in open_clip's cache."""
+        import open_clip
+
+        if os.path.isfile(pretrained):
+            open_clip.load_checkpoint(model, pretrained, strict=True)
+            logger.info("Loaded CLIP weights from %s", pretrained)
+            return
+        if os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
+            raise FileNotFoundError(f"MODEL.CLIP.PRETRAINED: no such file {pretrained!r}")
+        if not allow_download:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            reference = open_clip.create_model(arch, pretrained=pretrained, require_pretrained=True)
+        except Exception as err:  # network or cache miss: say what to do
+            hint = "" if allow_download else " (downloads are off: set MODEL.CLIP.ALLOW_DOWNLOAD True or give a local file)"
+            raise RuntimeError(f"could not load CLIP weights {arch}/{pretrained}{hint}: {err}") from err
+        model.load_state_dict(reference.state_dict(), strict=True)
+
+    def _set_trainable(self, mode: str) -> None:
+        """Official trainable sets: q/v projection weights of every block of both towers
+        ("attention"), every transformer-block parameter ("full") or nothing ("none")."""
+        for name, param in self.named_parameters():
+            in_block = name.startswith("visual.transformer.") or name.startswith("transformer.")
+            if mode == "full":
+                param.requires_grad_(in_block)
+            elif mode == "attention":
+                param.requires_grad_(in_block and name.endswith(("attn.q_proj_weight", "attn.v_proj_weight")))
+            else:
+                param.requires_grad_(False)
+
+    # ------------------------------------------------------------------ image tower
+    def _pos_embed(self, grid: int) -> torch.Tensor:
+        """Positional embedding for a grid×grid input; bicubic resize computed once per
+        resolution and weight version (the official code redoes it every forward)."""
+        pos = self.visual.positional_embedding
+        native = int(round((pos.shape[0] - 1) ** 0.5))
+        if grid == native:
+            return pos
+        key = (grid, pos.device, pos.dtype, pos._version, pos.data_ptr())
+        if pos.requires_grad and torch.is_grad_enabled():
+            key = None  # trainable: must stay in the autograd graph
+        if key is not None and key in self._pos_cache:
+            return self._pos_cache[key]
+        patch = pos[1:].reshape(1, native, native, -1).permute(0, 3, 1, 2)
+        patch = F.interpolate(patch, size=(grid, grid), mode="bicubic", align_corners=False)
+        resized = torch.cat([pos[:1], patch.squeeze(0).reshape(patch.shape[1], -1).T], 0)
+        if key is not None:
+            self._pos_cache = {key: resized.detach()}
+        return resized
+
+    def encode_image(self, images: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Dense CLIP features of CLIP-normalised images (B, 3, S, S).
+
+        Returns (dense, taps): dense (B, C, g, g) patch features after ln_post/proj (the image
+        side of the cost volume and the appearance guidance), and the raw residual stream of
+        each guidance layer as (B, width, g, g).
+        """
+        v = self.visual
+        b = images.shape[0]
+        x = v.conv1(images)
+        grid = x.shape[-1]
+        x = x.flatten(2).transpose(1, 2)
+        cls = v.class_embedding.to(x.dtype).expand(b, 1, -1)
+        x = torch.cat([cls, x], dim=1) + self._pos_embed(grid).to(x.dtype)
+        x = v.ln_pre(x)
+        taps = []
+        blocks = v.transformer.resblocks
+        for i, block in enumerate(blocks):
+            if i == len(blocks) - 1 and self.dense_last_block:
+                x = _run_dense_block(block, x)
+            else:
+                x = _run_block(block, x)
+            if i in self.guidance_layers:
+                taps.append(x[:, 1:].transpose(1, 2).reshape(b, -1, grid, grid))
+        x = v.ln_post(x[:, 1:]) @ v.proj
+        return x.transpose(1, 2).reshape(b, -1, grid, grid), taps
+
+    # ------------------------------------------------------------------ text tower
+    def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.token_embedding(tokens) + self.positional_embedding
+        mask = self.causal_mask[: tokens.shape[1], : tokens.shape[1]].to(x.dtype)
+        for block in self.transformer.resblocks:
+            x = _run_block(block, x, mask)
+        x = self.ln_final(x)
+        return x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ self.text_projection
+
+    def _text_key(self, class_names: Sequence[str]) -> tuple:
+        versions = tuple(p._version for p in self.transformer.parameters())
+        return (tuple(class_names), tuple(self.templates), self.synonyms, versions,
+                self.text_projection._version, self.token_embedding.weight._version)
+
+    def encode_text(self, class_names: Sequence[str]) -> torch.Tensor:
+        """L2-normalised text embeddings (T, P, C) for T class names and P templates.
+
+        Cached at evaluation (or whenever the text tower is frozen) per vocabulary and
+        weight version; recomputed every training step when the tower is fine-tuned.
+        """
+        if len(class_names) == 0:
+            raise ValueError("empty vocabulary: no class names to segment")
+        cacheable = self.cache_text and not (self.training and self.finetune != "none")
+        key = self._text_key(class_names) if cacheable else None
+        if key is not None and key in self._text_cache:
+            return self._text_cache[key]
+        texts, slots = expand_prompts(class_names, self.templates, self.synonyms)
+        device = self.token_embedding.weight.device
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not cacheable):
+            emb = F.normalize(self._encode_tokens(self.tokenizer(texts).to(device)), dim=-1)
+            num_slots = len(class_names) * len(self.templates)
+            if len(texts) != num_slots:  # average synonyms into their (class, template) slot
+                emb = torch.zeros(num_slots, emb.shape[-1], device=device, dtype=emb.dtype).index_add_(
+                    0, slots.to(device), emb)
+                emb = F.normalize(emb, dim=-1)
+            emb = emb.view(len(class_names), len(self.templates), -1)
+        if key is not None:
+            if len(self._text_cache) >= 8:
+                self._text_cache.pop(next(iter(self._text_cache)))
+            self._text_cache[key] = emb.detach()
+        return emb

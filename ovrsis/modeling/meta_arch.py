@@ -1,0 +1,202 @@
+"""The one meta-architecture of the CAT-Seg family: encoders → cost → aggregation → decoder.
+
+A method is a config choosing the registered parts. Also owns the inference protocols:
+whole image (CLIP input squashed to its size; optional official padding distortion) and the
+official sliding window (P-B).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.structures import ImageList
+from torch import nn
+
+from .cost.volume import cosine_cost, scatter_selected, select_top_classes
+from .decoders.guided_upsampling import TapPyramid
+from .encoders.clip import CLIPEncoder
+from .losses import per_class_bce
+from .registry import AGGREGATOR_REGISTRY, DECODER_REGISTRY
+
+logger = logging.getLogger(__name__)
+
+
+def vocabulary_of(dataset_name: str) -> List[str]:
+    """Class names of a registered dataset (its ``stuff_classes`` metadata)."""
+    return list(MetadataCatalog.get(dataset_name).get("stuff_classes", []) or [])
+
+
+@META_ARCH_REGISTRY.register()
+class CostAggregationSegmentor(nn.Module):
+    """Open-vocabulary segmentor scoring any vocabulary given at run time.
+
+    Training uses ``train_classes``; evaluation uses ``test_classes`` (set per dataset by
+    :meth:`set_vocabulary`). Outputs ``sem_seg`` per image: (T, H, W) sigmoid scores.
+    """
+
+    @configurable
+    def __init__(self, *, clip: CLIPEncoder, tap_pyramid: TapPyramid, aggregator: nn.Module, decoder: nn.Module,
+                 pixel_mean: Sequence[float], pixel_std: Sequence[float], train_classes: Sequence[str],
+                 test_classes: Sequence[str], max_classes: int = 256, ignore_value: int = 255,
+                 ignore_as_negative: bool = True, inference_mode: str = "whole",
+                 slide_window: int = 384, slide_overlap: float = 0.333, slide_canvas: Sequence[int] = (640, 640),
+                 slide_global_view: bool = True, stretch_padding: bool = False, size_divisibility: int = 32) -> None:
+        super().__init__()
+        if inference_mode not in ("whole", "slide"):
+            raise ValueError(f"TEST.INFERENCE_MODE must be 'whole' or 'slide', got {inference_mode!r}")
+        self.clip = clip
+        self.tap_pyramid = tap_pyramid
+        self.aggregator = aggregator
+        self.decoder = decoder
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        self.train_classes = list(train_classes)
+        self.test_classes = list(test_classes)
+        self.max_classes = max_classes
+        self.ignore_value = ignore_value
+        self.ignore_as_negative = ignore_as_negative
+        self.inference_mode = inference_mode
+        self.slide_window = slide_window
+        self.slide_overlap = slide_overlap
+        self.slide_canvas = tuple(slide_canvas)
+        self.slide_global_view = slide_global_view
+        self.stretch_padding = stretch_padding
+        self.size_divisibility = size_divisibility
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict:
+        m = cfg.MODEL
+        clip = CLIPEncoder(
+            m.CLIP.ARCH, pretrained=m.CLIP.PRETRAINED, image_size=m.CLIP.IMAGE_SIZE, finetune=m.CLIP.FINETUNE,
+            guidance_layers=m.CLIP.GUIDANCE_LAYERS, dense_last_block=m.CLIP.DENSE_LAST_BLOCK,
+            templates=m.TEXT.TEMPLATES, synonyms=m.TEXT.SYNONYMS, cache_text=m.TEXT.CACHE,
+            allow_download=m.CLIP.ALLOW_DOWNLOAD)
+        resolution = (clip.grid_size, clip.grid_size)
+        if len(m.CLIP.GUIDANCE_LAYERS) != len(m.DECODER.GUIDANCE_DIMS):
+            raise ValueError("MODEL.CLIP.GUIDANCE_LAYERS and MODEL.DECODER.GUIDANCE_DIMS must have equal length")
+        aggregator = AGGREGATOR_REGISTRY.get(m.AGGREGATOR.NAME).from_config(
+            cfg, cost_channels=len(m.TEXT.TEMPLATES), clip_dim=clip.embed_dim, resolution=resolution)
+        decoder = DECODER_REGISTRY.get(m.DECODER.NAME).from_config(cfg, in_dim=m.AGGREGATOR.HIDDEN_DIM)
+        train_classes = vocabulary_of(cfg.DATASETS.TRAIN[0]) if cfg.DATASETS.TRAIN else []
+        test_classes = vocabulary_of(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else []
+        return {
+            "clip": clip,
+            "tap_pyramid": TapPyramid(clip.width, m.DECODER.GUIDANCE_DIMS),
+            "aggregator": aggregator,
+            "decoder": decoder,
+            "pixel_mean": m.PIXEL_MEAN,
+            "pixel_std": m.PIXEL_STD,
+            "train_classes": train_classes,
+            "test_classes": test_classes,
+            "max_classes": m.COST.MAX_CLASSES,
+            "ignore_value": m.LOSS.IGNORE_VALUE,
+            "ignore_as_negative": m.LOSS.IGNORE_AS_NEGATIVE,
+            "inference_mode": cfg.TEST.INFERENCE_MODE,
+            "slide_window": cfg.TEST.SLIDE.WINDOW,
+            "slide_overlap": cfg.TEST.SLIDE.OVERLAP,
+            "slide_canvas": cfg.TEST.SLIDE.CANVAS,
+            "slide_global_view": cfg.TEST.SLIDE.GLOBAL_VIEW,
+            "stretch_padding": cfg.TEST.WHOLE.STRETCH_PADDING,
+            "size_divisibility": cfg.TEST.WHOLE.SIZE_DIVISIBILITY,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def set_vocabulary(self, class_names: Sequence[str], train: bool = False) -> None:
+        """Choose the classes to segment (evaluation by default, training with ``train=True``)."""
+        if len(class_names) == 0:
+            raise ValueError("empty vocabulary: no class names to segment")
+        if train:
+            self.train_classes = list(class_names)
+        else:
+            self.test_classes = list(class_names)
+
+    # ------------------------------------------------------------------ core
+    def predict_logits(self, clip_images: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
+        """CLIP-normalised images at the CLIP resolution (B, 3, S, S) → logits (B, T, 4g, 4g)."""
+        dense, taps = self.clip.encode_image(clip_images)
+        text = self.clip.encode_text(class_names)  # (T, P, C), normalised
+        cost = cosine_cost(dense, text)
+        cost, text_sel, idx = select_top_classes(cost, text, self.max_classes)
+        embedding = self.aggregator(cost, dense, text_sel)
+        logits = self.decoder(embedding, self.tap_pyramid(taps))
+        return scatter_selected(logits, idx, len(class_names))
+
+    def _to_clip_input(self, images: torch.Tensor) -> torch.Tensor:
+        size = (self.clip.image_size, self.clip.image_size)
+        if tuple(images.shape[-2:]) == size:
+            return images
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+
+    def _normalize(self, image: torch.Tensor) -> torch.Tensor:
+        return (image.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
+
+    def forward(self, batched_inputs: List[Dict]) -> object:
+        if self.training:
+            return self._forward_train(batched_inputs)
+        classes = self.test_classes
+        if not classes:
+            raise ValueError("empty vocabulary: call set_vocabulary() or register the test dataset's classes")
+        infer = self._inference_slide if self.inference_mode == "slide" else self._inference_whole
+        return [{"sem_seg": infer(x, classes)} for x in batched_inputs]
+
+    def _forward_train(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+        if not self.train_classes:
+            raise ValueError("empty vocabulary: the training dataset registers no classes")
+        images = ImageList.from_tensors([self._normalize(x["image"]) for x in batched_inputs], 0).tensor
+        logits = self.predict_logits(self._to_clip_input(images), self.train_classes)
+        targets = torch.stack([x["sem_seg"].to(self.device) for x in batched_inputs])
+        logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+        return {"loss_sem_seg": per_class_bce(logits, targets, self.ignore_value, self.ignore_as_negative)}
+
+    # ------------------------------------------------------------------ inference protocols
+    def _output_size(self, x: Dict, default: Tuple[int, int]) -> Tuple[int, int]:
+        return int(x.get("height", default[0])), int(x.get("width", default[1]))
+
+    @torch.no_grad()
+    def _inference_whole(self, x: Dict, classes: Sequence[str]) -> torch.Tensor:
+        """Whole image squashed to the CLIP size. With ``stretch_padding`` the image is first
+        padded to a multiple of ``size_divisibility`` and the padded map is stretched onto the
+        image, as the official code does (misaligned unless the size is such a multiple)."""
+        image = self._normalize(x["image"]).unsqueeze(0)
+        h, w = image.shape[-2:]
+        if self.stretch_padding:
+            image = ImageList.from_tensors([image[0]], self.size_divisibility).tensor
+        probs = self.predict_logits(self._to_clip_input(image), classes).sigmoid()
+        return F.interpolate(probs, size=self._output_size(x, (h, w)), mode="bilinear", align_corners=False)[0]
+
+    @torch.no_grad()
+    def _inference_slide(self, x: Dict, classes: Sequence[str]) -> torch.Tensor:
+        """Official P-B: squash to the canvas, unfold windows (+ one global view), one batch,
+        sigmoid, fold-average, average with the global view, resize to the original size."""
+        kernel = self.slide_window
+        stride = int(kernel * (1 - self.slide_overlap))
+        canvas = self.slide_canvas
+        raw = x["image"].to(self.device, torch.float32).unsqueeze(0)
+        h, w = raw.shape[-2:]
+        resized = F.interpolate(raw, size=canvas, mode="bilinear", align_corners=False)
+        tiles = F.unfold(resized, kernel_size=kernel, stride=stride)  # (1, 3·k·k, L)
+        tiles = tiles[0].T.reshape(-1, 3, kernel, kernel)
+        num_tiles = tiles.shape[0]
+        if self.slide_global_view:
+            whole = F.interpolate(raw, size=(kernel, kernel), mode="bilinear", align_corners=False)
+            tiles = torch.cat([tiles, whole], dim=0)
+        clip_in = self._to_clip_input((tiles - self.pixel_mean) / self.pixel_std)
+        probs = F.interpolate(self.predict_logits(clip_in, classes), size=(kernel, kernel),
+                              mode="bilinear", align_corners=False).sigmoid()
+        t = probs.shape[1]
+        tile_probs = probs[:num_tiles].reshape(num_tiles, -1).T.unsqueeze(0)  # (1, T·k·k, L)
+        summed = F.fold(tile_probs, canvas, kernel_size=kernel, stride=stride)
+        counts = F.fold(torch.ones_like(tile_probs[:, : kernel * kernel]), canvas, kernel_size=kernel, stride=stride)
+        out = summed / counts
+        if self.slide_global_view:
+            out = (out + F.interpolate(probs[num_tiles:], size=canvas, mode="bilinear", align_corners=False)) / 2
+        out = out.view(1, t, *canvas)
+        return F.interpolate(out, size=self._output_size(x, canvas), mode="bilinear", align_corners=False)[0]
