@@ -1,0 +1,144 @@
+"""Dataset-level semantic-segmentation evaluator with seen/unseen scores.
+
+Replaces detectron2 0.6's ``SemSegEvaluator`` (broken on numpy 2); metric conventions are
+documented in :mod:`ovrsis.evaluation.metrics`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.utils import comm
+from detectron2.utils.file_io import PathManager
+from PIL import Image
+from tabulate import tabulate
+
+from .metrics import (
+    SUMMARY_KEYS,
+    class_split_indices,
+    confusion_matrix,
+    format_copypaste,
+    segmentation_metrics,
+)
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "sem_seg_metrics.json"
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN -> None recursively, so the file is strict JSON (``null``)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class OpenVocabSemSegEvaluator(DatasetEvaluator):
+    """Accumulates one confusion matrix (rows = ground truth) over a split and scores it.
+
+    Reads ``stuff_classes``, ``ignore_label`` and the optional ``seen_classes`` /
+    ``unseen_classes`` from the dataset's metadata. The returned dict holds floats only,
+    because detectron2's ``EvalHook`` logs every value as a scalar; the dataset name is kept
+    in :attr:`dataset_name` and in the JSON file.
+    """
+
+    def __init__(
+        self, dataset_name: str, distributed: bool = True, output_dir: str | None = None
+    ) -> None:
+        meta = MetadataCatalog.get(dataset_name)
+        self.dataset_name = dataset_name
+        self._distributed = distributed
+        self._output_dir = output_dir
+        self._class_names: list[str] = list(meta.stuff_classes)
+        self._ignore_label: int | None = meta.get("ignore_label", None)
+        self._seen = list(meta.get("seen_classes", None) or [])
+        self._unseen = list(meta.get("unseen_classes", None) or [])
+        class_split_indices(self._class_names, self._seen, self._unseen)  # fail early
+        self.reset()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self._class_names)
+
+    def reset(self) -> None:
+        self._conf = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+
+    def process(self, inputs: list[dict], outputs: list[dict]) -> None:
+        for inp, out in zip(inputs, outputs):
+            pred = out["sem_seg"].argmax(dim=0).cpu().numpy()
+            path = inp["sem_seg_file_name"]
+            with PathManager.open(path, "rb") as f:
+                gt = np.asarray(Image.open(f), dtype=np.int64)
+            if pred.shape != gt.shape:
+                raise ValueError(
+                    f"prediction shape {pred.shape} != ground-truth shape {gt.shape} "
+                    f"for {path}; predictions must be at the original mask resolution"
+                )
+            try:
+                self._conf += confusion_matrix(pred, gt, self.num_classes, self._ignore_label)
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}") from e
+
+    def evaluate(self) -> OrderedDict | None:
+        conf = self._conf
+        if self._distributed:
+            comm.synchronize()
+            gathered = comm.all_gather(self._conf)
+            if not comm.is_main_process():
+                return None
+            conf = np.sum(gathered, axis=0)
+        if not conf.any():
+            logger.warning("%s: no evaluated pixels; all metrics are NaN", self.dataset_name)
+
+        res = segmentation_metrics(
+            conf, self._class_names, self._seen or None, self._unseen or None
+        )
+        self._log_table(res)
+        if self._output_dir:
+            self._write_json(res, conf)
+        return OrderedDict({"sem_seg": res})
+
+    def _log_table(self, res: dict[str, float]) -> None:
+        split = {n: "seen" for n in self._seen} | {n: "unseen" for n in self._unseen}
+        rows = [
+            [name, split.get(name, "-"), res[f"IoU-{name}"], res[f"ACC-{name}"]]
+            for name in self._class_names
+        ]
+        per_class = tabulate(
+            rows, headers=["class", "split", "IoU", "ACC"], floatfmt=".2f", tablefmt="pipe"
+        )
+        keys = [k for k in SUMMARY_KEYS if k in res]
+        summary = tabulate(
+            [[res[k] for k in keys]], headers=keys, floatfmt=".2f", tablefmt="pipe"
+        )
+        logger.info(
+            "Semantic segmentation on %s:\n%s\n\n%s\n%s",
+            self.dataset_name, per_class, summary, "\n".join(format_copypaste(res, keys)),
+        )
+
+    def _write_json(self, res: dict[str, float], conf: np.ndarray) -> None:
+        PathManager.mkdirs(self._output_dir)
+        payload = {
+            "dataset": self.dataset_name,
+            "metrics": res,
+            "class_names": self._class_names,
+            "seen_classes": self._seen,
+            "unseen_classes": self._unseen,
+            "ignore_label": self._ignore_label,
+            # Kept so that scores can be recomputed under another convention without rerunning.
+            "confusion_matrix_gt_rows": conf.tolist(),
+        }
+        path = os.path.join(self._output_dir, METRICS_FILE)
+        with PathManager.open(path, "w") as f:
+            json.dump(_json_safe(payload), f, indent=2, allow_nan=False)
