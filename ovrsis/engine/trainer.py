@@ -1,0 +1,191 @@
+"""Training and evaluation loop on detectron2's DefaultTrainer, with the fixes ovrsis needs.
+
+* ``--resume`` restores the optimizer state and the learning rate exactly (detectron2 0.6
+  saves neither: its DefaultTrainer.state_dict omits the inner trainer's optimizer).
+* DDP works for CPU models (no ``device_ids``) and can find unused parameters.
+* AMP only on CUDA; param groups as in the official code (CLIP lr × CLIP_MULTIPLIER, no
+  weight decay on norms/embeddings) and full-model gradient-norm clipping.
+* Evaluation sets each test dataset's vocabulary on the model before running it.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import weakref
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Type
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
+from detectron2.modeling import build_model
+from detectron2.solver import build_lr_scheduler
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
+
+from ..checkpoint import OVRSISCheckpointer
+from ..data import SemanticSegmentationMapper
+from ..evaluation import OpenVocabSemSegEvaluator
+
+logger = logging.getLogger(__name__)
+
+_NORM_TYPES = (
+    torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm, torch.nn.GroupNorm,
+    torch.nn.InstanceNorm1d, torch.nn.InstanceNorm2d, torch.nn.InstanceNorm3d, torch.nn.LayerNorm,
+    torch.nn.LocalResponseNorm,
+)
+_EMBEDDING_NAMES = ("positional_embedding", "class_embedding", "padding_tokens", "padding_guidance")
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def build_param_groups(cfg: CfgNode, model: torch.nn.Module) -> List[Dict[str, Any]]:
+    """Trainable parameters grouped by (lr, weight decay).
+
+    CLIP parameters get ``BASE_LR × CLIP_MULTIPLIER``; norm layers ``WEIGHT_DECAY_NORM``;
+    embeddings (nn.Embedding) ``WEIGHT_DECAY_EMBED`` — the official rules. Grouping equal
+    hyper-parameters (instead of one group per tensor) changes nothing numerically.
+    """
+    groups: Dict[tuple, List[torch.nn.Parameter]] = OrderedDict()
+    seen = set()
+    for module_name, module in model.named_modules():
+        for _, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            lr = cfg.SOLVER.BASE_LR
+            if module_name == "clip" or module_name.startswith("clip."):
+                lr *= cfg.SOLVER.CLIP_MULTIPLIER
+            wd = cfg.SOLVER.WEIGHT_DECAY
+            if isinstance(module, _NORM_TYPES):
+                wd = cfg.SOLVER.WEIGHT_DECAY_NORM
+            elif isinstance(module, torch.nn.Embedding):
+                wd = cfg.SOLVER.WEIGHT_DECAY_EMBED
+            groups.setdefault((lr, wd), []).append(param)
+    return [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in groups.items()]
+
+
+def with_full_model_clipping(optimizer_cls: Type[torch.optim.Optimizer], max_norm: float,
+                             norm_type: float) -> Type[torch.optim.Optimizer]:
+    """Optimizer class whose ``step`` first clips the gradient norm over *all* parameters."""
+
+    class FullModelGradientClipping(optimizer_cls):
+        def step(self, closure=None):
+            params = itertools.chain(*[g["params"] for g in self.param_groups])
+            torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
+            return super().step(closure=closure)
+
+    FullModelGradientClipping.__name__ = f"FullModelGradientClipping{optimizer_cls.__name__}"
+    return FullModelGradientClipping
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with ovrsis' model, data, optimizer, evaluator and checkpoint fixes."""
+
+    def __init__(self, cfg: CfgNode) -> None:  # mirrors DefaultTrainer.__init__ with CPU-safe DDP
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, find_unused_parameters=cfg.DIST.FIND_UNUSED_PARAMETERS)
+        amp = cfg.SOLVER.AMP.ENABLED and torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda")
+        self._trainer = (AMPTrainer if amp else SimpleTrainer)(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = OVRSISCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    # ------------------------------------------------------------------ state (resume fix)
+    def state_dict(self) -> Dict[str, Any]:
+        state = super().state_dict()
+        state.update(self._trainer.state_dict())  # optimizer
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "optimizer" in state:
+            self._trainer.optimizer.load_state_dict(state["optimizer"])
+        else:
+            logger.warning("Checkpoint has no optimizer state: the optimizer restarts from scratch")
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        super().resume_or_load(resume=resume)
+        if resume and self.checkpointer.has_checkpoint():
+            # Param-group lrs must be the scheduler's, not the warm-up/base value.
+            for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+                group["lr"] = lr
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def build_model(cls, cfg: CfgNode) -> torch.nn.Module:
+        model = build_model(cfg)
+        total = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        logger.info("Model %s: %s parameters, %s trainable", cfg.MODEL.META_ARCHITECTURE, f"{total:,}", f"{trainable:,}")
+        return model
+
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
+        groups = build_param_groups(cfg, model)
+        name = cfg.SOLVER.OPTIMIZER.upper()
+        if name == "ADAMW":
+            optim_cls, kwargs = torch.optim.AdamW, {}
+        elif name == "SGD":
+            optim_cls, kwargs = torch.optim.SGD, {"momentum": cfg.SOLVER.MOMENTUM}
+        else:
+            raise ValueError(f"SOLVER.OPTIMIZER must be ADAMW or SGD, got {cfg.SOLVER.OPTIMIZER!r}")
+        clip = cfg.SOLVER.CLIP_GRADIENTS
+        if clip.ENABLED:
+            if clip.CLIP_TYPE != "full_model":
+                raise ValueError("SOLVER.CLIP_GRADIENTS.CLIP_TYPE: only 'full_model' is supported")
+            optim_cls = with_full_model_clipping(optim_cls, clip.CLIP_VALUE, clip.NORM_TYPE)
+        return optim_cls(groups, lr=cfg.SOLVER.BASE_LR, **kwargs)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        return build_detection_train_loader(cfg, mapper=SemanticSegmentationMapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        return build_detection_test_loader(cfg, dataset_name, mapper=SemanticSegmentationMapper(cfg, False))
+
+    @classmethod
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return OpenVocabSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
+
+    @classmethod
+    def test(cls, cfg: CfgNode, model: torch.nn.Module, evaluators=None) -> "OrderedDict[str, Dict]":
+        """Evaluate every ``DATASETS.TEST`` dataset with its own vocabulary."""
+        results: "OrderedDict[str, Dict]" = OrderedDict()
+        for idx, name in enumerate(cfg.DATASETS.TEST):
+            unwrap(model).set_vocabulary(MetadataCatalog.get(name).stuff_classes)
+            loader = cls.build_test_loader(cfg, name)
+            evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, name)
+            if isinstance(evaluator, (list, tuple)):
+                evaluator = DatasetEvaluators(evaluator)
+            results[name] = inference_on_dataset(model, loader, evaluator)
+        return results[next(iter(results))] if len(results) == 1 else results
+
+
+def create_ddp_model(model: torch.nn.Module, **kwargs: Any) -> torch.nn.Module:
+    """DDP wrapper that also works for CPU models (detectron2 0.6 passes device_ids always)."""
+    if comm.get_world_size() == 1:
+        return model
+    device_ids = [comm.get_local_rank()] if next(model.parameters()).is_cuda else None
+    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False, **kwargs)

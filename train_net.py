@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""Train or evaluate an ovrsis model.
+
+    python train_net.py --config-file configs/quickstart.yaml                 # CPU quickstart
+    python train_net.py --config-file configs/catseg/vitb16_384.yaml --num-gpus 4
+    python train_net.py --config-file CFG --eval-only MODEL.WEIGHTS model.pth
+    torchrun --nproc_per_node 2 train_net.py --config-file CFG                  # env:// launch
+
+On CPU, ``--num-gpus N`` starts N gloo processes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import ovrsis  # noqa: F401  (compat shims before detectron2)
+from detectron2.engine import default_argument_parser
+from detectron2.utils import comm
+
+import ovrsis.modeling  # noqa: F401  (registers the meta-architecture)
+from ovrsis.checkpoint import OVRSISCheckpointer
+from ovrsis.engine import Trainer, launch, setup_cfg
+from ovrsis.evaluation import SUMMARY_KEYS
+
+logger = logging.getLogger("ovrsis")
+
+
+def loss_trend(output_dir: str, window: int = 20) -> str:
+    """First vs last ``window`` logged values of the training loss, from metrics.json."""
+    path = os.path.join(output_dir, "metrics.json")
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        losses = [r["loss_sem_seg"] for r in map(json.loads, f) if "loss_sem_seg" in r]
+    if len(losses) < 2:
+        return ""
+    w = min(window, len(losses) // 2)
+    first, last = sum(losses[:w]) / w, sum(losses[-w:]) / w
+    return f"training loss (mean of first/last {w} logged values): {first:.4f} -> {last:.4f}"
+
+
+def summarize(cfg, results) -> None:
+    """Print the results table and where everything was written."""
+    if not comm.is_main_process() or not results:
+        return
+    per_dataset = results if all(isinstance(v, dict) and "sem_seg" in v for v in results.values()) else {
+        cfg.DATASETS.TEST[0]: results}
+    lines = ["", "=" * 72, "Results"]
+    for name, res in per_dataset.items():
+        metrics = res["sem_seg"]
+        cells = [f"{k} {metrics[k]:.2f}" for k in SUMMARY_KEYS if k in metrics]
+        lines.append(f"  {name}: " + " | ".join(cells))
+    trend = loss_trend(cfg.OUTPUT_DIR)
+    if trend:
+        lines.append("  " + trend)
+    out = os.path.abspath(cfg.OUTPUT_DIR)
+    lines += [
+        f"Output directory: {out}",
+        f"  checkpoint: {os.path.join(out, 'model_final.pth')}",
+        f"  metrics: {os.path.join(out, 'metrics.json')} and inference/<dataset>/sem_seg_metrics.json",
+        f"  TensorBoard events: {out} (tensorboard --logdir {out})",
+        f"  resolved config: {os.path.join(out, 'config.yaml')}",
+        "=" * 72,
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def main(args):
+    cfg = setup_cfg(args.config_file, args.opts, args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        OVRSISCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = Trainer.test(cfg, model)
+    else:
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        trainer.train()
+        results = getattr(trainer, "_last_eval_results", None)  # set by the final evaluation hook
+    summarize(cfg, results)
+    return results
+
+
+if __name__ == "__main__":
+    parser = default_argument_parser()
+    args = parser.parse_args()
+    timeout = setup_cfg(args.config_file, args.opts).DIST.TIMEOUT_MINUTES
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,), timeout_minutes=timeout)
