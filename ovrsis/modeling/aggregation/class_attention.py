@@ -77,8 +77,8 @@ class ClassAttention(nn.Module):
             if n_pad:
                 k = torch.cat([k, k_pad.transpose(1, 2).expand(n, -1, -1, -1)], dim=2)
                 v = torch.cat([v, v_pad.transpose(1, 2).expand(n, -1, -1, -1)], dim=2)
-                mask = torch.zeros(t + 1, dtype=q.dtype, device=q.device)
-                mask[-1] = math.log(n_pad)
+                mask = torch.zeros(1, t + 1, dtype=q.dtype, device=q.device)  # (L=1 → t, S) broadcast
+                mask[:, -1] = math.log(n_pad)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
         x = x + out.reshape(n, t, c)
         return x + self.mlp(self.norm2(x))

@@ -10,6 +10,7 @@ by vocabulary *and* weights, so a cached embedding is never stale.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -83,6 +84,27 @@ def _run_dense_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """CAT-Seg's last block: no token mixing; each token = CLS input + out_proj(V(LN1(x)))."""
     v = x[:, :1] + block.ls_1(block.attn.value_path(block.ln_1(x)))
     return v + block.ls_2(block.mlp(block.ln_2(v)))
+
+
+def _cached_pretrained(arch: str, tag: str) -> Optional[str]:
+    """Path of an open_clip pretrained tag's file in the local Hugging Face cache, if any."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    if not cfg:
+        known = open_clip.list_pretrained_tags_by_model(arch)
+        raise ValueError(f"MODEL.CLIP.PRETRAINED: open_clip has no tag {tag!r} for {arch} (known: {known})")
+    hub = cfg.get("hf_hub", "")
+    if not hub:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, filename = os.path.split(hub)
+    for name in [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]:
+        found = try_to_load_from_cache(repo, name)
+        if isinstance(found, str):
+            return found
+    return None
 
 
 def _split_attention(transformer: nn.Module) -> None:
@@ -179,24 +201,27 @@ class CLIPEncoder(nn.Module):
     # ------------------------------------------------------------------ set-up
     @staticmethod
     def _load_pretrained(model: nn.Module, arch: str, pretrained: str, allow_download: bool) -> None:
-        """Local file → load strictly; a tag → open_clip's loader, only if downloads are allowed
-        or the file is already in open_clip's cache."""
+        """A local file, or an open_clip tag resolved from the local Hugging Face cache;
+        a tag that is not cached downloads only when ``allow_download`` is set."""
         import open_clip
 
         if os.path.isfile(pretrained):
-            open_clip.load_checkpoint(model, pretrained, strict=True)
-            logger.info("Loaded CLIP weights from %s", pretrained)
-            return
-        if os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
+            path = pretrained
+        elif os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
             raise FileNotFoundError(f"MODEL.CLIP.PRETRAINED: no such file {pretrained!r}")
-        if not allow_download:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        try:
-            reference = open_clip.create_model(arch, pretrained=pretrained, require_pretrained=True)
-        except Exception as err:  # network or cache miss: say what to do
-            hint = "" if allow_download else " (downloads are off: set MODEL.CLIP.ALLOW_DOWNLOAD True or give a local file)"
-            raise RuntimeError(f"could not load CLIP weights {arch}/{pretrained}{hint}: {err}") from err
-        model.load_state_dict(reference.state_dict(), strict=True)
+        else:
+            path = _cached_pretrained(arch, pretrained)
+            if path is None:
+                if not allow_download:
+                    raise RuntimeError(
+                        f"CLIP weights {arch}/{pretrained} are not in the local cache and downloads are off: "
+                        "set MODEL.CLIP.ALLOW_DOWNLOAD True or give MODEL.CLIP.PRETRAINED a local file")
+                reference = open_clip.create_model(arch, pretrained=pretrained, require_pretrained=True)
+                model.load_state_dict(reference.state_dict(), strict=True)
+                logger.info("Loaded CLIP weights %s/%s (downloaded by open_clip)", arch, pretrained)
+                return
+        open_clip.load_checkpoint(model, path, strict=True)
+        logger.info("Loaded CLIP weights from %s", path)
 
     def _set_trainable(self, mode: str) -> None:
         """Official trainable sets: q/v projection weights of every block of both towers
@@ -215,7 +240,7 @@ class CLIPEncoder(nn.Module):
         """Positional embedding for a grid×grid input; bicubic resize computed once per
         resolution and weight version (the official code redoes it every forward)."""
         pos = self.visual.positional_embedding
-        native = int(round((pos.shape[0] - 1) ** 0.5))
+        native = math.isqrt(int(pos.shape[0]) - 1)
         if grid == native:
             return pos
         key = (grid, pos.device, pos.dtype, pos._version, pos.data_ptr())
@@ -267,9 +292,13 @@ class CLIPEncoder(nn.Module):
         return x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ self.text_projection
 
     def _text_key(self, class_names: Sequence[str]) -> tuple:
-        versions = tuple(p._version for p in self.transformer.parameters())
-        return (tuple(class_names), tuple(self.templates), self.synonyms, versions,
-                self.text_projection._version, self.token_embedding.weight._version)
+        """Vocabulary, prompts and the state of every text-tower tensor: in-place edits (an
+        optimizer step, ``load_state_dict``) bump ``_version``; ``.to()``/``.double()`` change the
+        data pointer, dtype or device."""
+        params = (*self.transformer.parameters(), self.token_embedding.weight, self.positional_embedding,
+                  *self.ln_final.parameters(), self.text_projection)
+        state = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params)
+        return (tuple(class_names), tuple(self.templates), self.synonyms, state)
 
     def encode_text(self, class_names: Sequence[str]) -> torch.Tensor:
         """L2-normalised text embeddings (T, P, C) for T class names and P templates.
