@@ -32,7 +32,7 @@ def loss_trend(output_dir: str, window: int = 20) -> str:
     if not os.path.exists(path):
         return ""
     with open(path) as f:
-        losses = [r["loss_sem_seg"] for r in map(json.loads, f) if "loss_sem_seg" in r]
+        losses = [r["total_loss"] for r in map(json.loads, f) if "total_loss" in r]
     if len(losses) < 2:
         return ""
     w = min(window, len(losses) // 2)

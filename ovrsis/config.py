@@ -67,7 +67,7 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.LOSS.IGNORE_AS_NEGATIVE = True  # official: ignore pixels get all-zero BCE targets
 
     # --- inference ------------------------------------------------------------------------
-    cfg.TEST.INFERENCE_MODE = "whole"  # whole | slide (CAT-Seg sliding window, protocol P-B)
+    cfg.TEST.INFERENCE_MODE = "whole"  # whole | slide (CAT-Seg sliding window, P-B) | tiled (TEST.TILED)
     cfg.TEST.SLIDE = CN()
     cfg.TEST.SLIDE.WINDOW = 384  # window side on the canvas
     cfg.TEST.SLIDE.OVERLAP = 0.333  # stride = int(window * (1 - overlap))
@@ -76,6 +76,12 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.TEST.WHOLE = CN()
     cfg.TEST.WHOLE.STRETCH_PADDING = False  # True reproduces the official P-A padding distortion
     cfg.TEST.WHOLE.SIZE_DIVISIBILITY = 32  # official padding multiple (MASK_FORMER.SIZE_DIVISIBILITY)
+    cfg.TEST.TILED = CN()  # tiled inference for large images (ovrsis.modeling.tiling)
+    cfg.TEST.TILED.TILE = 384  # tile side in pixels of the (mapper-resized) image
+    cfg.TEST.TILED.STRIDE = 256  # step between tiles; the last tile is aligned to the border
+    cfg.TEST.TILED.BATCH = 8  # tiles per forward pass (memory only, results unchanged)
+    cfg.TEST.TILED.CLASS_CHUNK = 0  # classes per forward pass, 0 = all (chunks change class attention)
+    cfg.TEST.TILED.LONG_SIDE = 0  # resize so the long side is this before tiling (P-C: 448), 0 = off
 
     # --- input ------------------------------------------------------------------------------
     cfg.INPUT.MIN_SIZE_TRAIN = (384,)
@@ -122,6 +128,6 @@ def add_ovrsis_config(cfg: CN) -> None:
     # --- distributed ------------------------------------------------------------------------
     cfg.DIST = CN()
     cfg.DIST.TIMEOUT_MINUTES = 30  # process-group timeout (NCCL/gloo)
-    cfg.DIST.FIND_UNUSED_PARAMETERS = False  # DDP flag for modules some configs leave unused
+    cfg.DIST.FIND_UNUSED_PARAMETERS = True  # the dense last CLIP block leaves its q/k weights unused
 
     cfg.TEST.EVAL_PERIOD = 5000

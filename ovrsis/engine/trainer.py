@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import OVRSISCheckpointer
 from ..data import SemanticSegmentationMapper
+from ..data.benchmarks import inference_from_config
 from ..evaluation import OpenVocabSemSegEvaluator
 
 logger = logging.getLogger(__name__)
@@ -122,8 +123,10 @@ class Trainer(DefaultTrainer):
     def resume_or_load(self, resume: bool = True) -> None:
         super().resume_or_load(resume=resume)
         if resume and self.checkpointer.has_checkpoint():
-            # Param-group lrs must be the scheduler's, not the warm-up/base value.
-            for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+            # The restored optimizer carries the lrs of the save; recompute them from the restored
+            # scheduler anyway (detectron2 0.6 does not save its _last_lr), so an optimizer-less
+            # checkpoint also resumes at the scheduled lr rather than the warm-up/base value.
+            for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_lr()):
                 group["lr"] = lr
 
     # ------------------------------------------------------------------ builders
@@ -167,14 +170,16 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return OpenVocabSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
+        return OpenVocabSemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder,
+                                        inference=inference_from_config(cfg))
 
     @classmethod
     def test(cls, cfg: CfgNode, model: torch.nn.Module, evaluators=None) -> "OrderedDict[str, Dict]":
         """Evaluate every ``DATASETS.TEST`` dataset with its own vocabulary."""
         results: "OrderedDict[str, Dict]" = OrderedDict()
         for idx, name in enumerate(cfg.DATASETS.TEST):
-            unwrap(model).set_vocabulary(MetadataCatalog.get(name).stuff_classes)
+            meta = MetadataCatalog.get(name)
+            unwrap(model).set_vocabulary(meta.get("prompt_classes", None) or meta.stuff_classes)
             loader = cls.build_test_loader(cfg, name)
             evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, name)
             if isinstance(evaluator, (list, tuple)):
