@@ -1,7 +1,8 @@
-"""Datasets (folder layout, config registration, synthetic scenes), vocabularies, mappers.
+"""Datasets (folder layout, config registration, benchmarks, synthetic scenes), vocabularies, mappers.
 
-Importing this package registers the built-in synthetic datasets with default parameters
-(lazily: nothing is generated until a dataset is requested).
+Importing this package registers the benchmark datasets under the default root and the
+built-in synthetic datasets with default parameters (lazily: nothing is read or generated
+until a dataset is requested).
 """
 from .folder_dataset import (
     DatasetError,
@@ -12,6 +13,7 @@ from .folder_dataset import (
     register_datasets_from_config,
     register_folder_dataset,
 )
+from .benchmarks import register_benchmark_datasets
 from .mappers import ColorJitterAugmentation, SemanticSegmentationMapper
 from .synthetic import ensure_synthetic_dataset, register_synthetic_datasets
 from .vocabulary import load_class_names
@@ -27,8 +29,10 @@ __all__ = [
     "load_folder_dataset",
     "read_mask",
     "register_datasets_from_config",
+    "register_benchmark_datasets",
     "register_folder_dataset",
     "register_synthetic_datasets",
 ]
 
+register_benchmark_datasets(dataset_root())
 register_synthetic_datasets()

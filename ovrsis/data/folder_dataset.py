@@ -156,15 +156,19 @@ def register_folder_dataset(
 
 
 def register_datasets_from_config(cfg: CfgNode) -> None:
-    """Register every ``cfg.DATASETS.REGISTER`` entry and re-register the synthetic scenes.
+    """Register the benchmark datasets and every ``cfg.DATASETS.REGISTER`` entry under the
+    dataset root, and re-register the synthetic scenes.
 
     Relative ``IMAGE_ROOT``/``MASK_ROOT`` start from :func:`dataset_root`; class-list
     files (``CLASS_NAMES``, ``SEEN_CLASSES``, ``UNSEEN_CLASSES`` given as a path) are
-    read relative to the working directory like any other config path.
+    read relative to the working directory like any other config path. A config entry
+    may reuse a benchmark name to override it.
     """
-    from .synthetic import register_synthetic_datasets  # synthetic builds on this module
+    from .benchmarks import register_benchmark_datasets  # both build on this module
+    from .synthetic import register_synthetic_datasets
 
     root = dataset_root(cfg)
+    register_benchmark_datasets(root)
     for name, entry in cfg.DATASETS.REGISTER.items():
         _check_register_entry(name, entry)
         register_folder_dataset(

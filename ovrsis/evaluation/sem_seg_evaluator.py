@@ -1,7 +1,8 @@
 """Dataset-level semantic-segmentation evaluator with seen/unseen scores.
 
 Replaces detectron2 0.6's ``SemSegEvaluator`` (broken on numpy 2); metric conventions are
-documented in :mod:`ovrsis.evaluation.metrics`.
+documented in :mod:`ovrsis.evaluation.metrics`. Every score is logged and saved beside
+the protocol it was measured under (:func:`ovrsis.data.benchmarks.protocol_record`).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from detectron2.utils.file_io import PathManager
 from PIL import Image
 from tabulate import tabulate
 
+from ..data.benchmarks import InferenceProtocol, protocol_record
 from .metrics import (
     SUMMARY_KEYS,
     class_split_indices,
@@ -33,14 +35,14 @@ logger = logging.getLogger(__name__)
 METRICS_FILE = "sem_seg_metrics.json"
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN -> None recursively, so the file is strict JSON (``null``)."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -49,12 +51,18 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
 
     Reads ``stuff_classes``, ``ignore_label`` and the optional ``seen_classes`` /
     ``unseen_classes`` from the dataset's metadata. The returned dict holds floats only,
-    because detectron2's ``EvalHook`` logs every value as a scalar; the dataset name is kept
-    in :attr:`dataset_name` and in the JSON file.
+    because detectron2's ``EvalHook`` logs every value as a scalar; the dataset name and the
+    protocol are kept in :attr:`dataset_name`, :attr:`protocol` and in the JSON file.
+    ``inference`` is how the predictions were made (e.g. ``inference_from_config(cfg)``);
+    without it the protocol says "inference unspecified".
     """
 
     def __init__(
-        self, dataset_name: str, distributed: bool = True, output_dir: str | None = None
+        self,
+        dataset_name: str,
+        distributed: bool = True,
+        output_dir: str | None = None,
+        inference: InferenceProtocol | None = None,
     ) -> None:
         meta = MetadataCatalog.get(dataset_name)
         self.dataset_name = dataset_name
@@ -65,6 +73,7 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
         self._seen = list(meta.get("seen_classes", None) or [])
         self._unseen = list(meta.get("unseen_classes", None) or [])
         class_split_indices(self._class_names, self._seen, self._unseen)  # fail early
+        self.protocol = protocol_record(dataset_name, inference)
         self.reset()
 
     @property
@@ -120,11 +129,15 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
         )
         keys = [k for k in SUMMARY_KEYS if k in res]
         summary = tabulate(
-            [[res[k] for k in keys]], headers=keys, floatfmt=".2f", tablefmt="pipe"
+            [[res[k] for k in keys] + [self.protocol["label"]]], headers=[*keys, "protocol"],
+            floatfmt=".2f", tablefmt="pipe",
         )
+        inference = self.protocol["inference"]
         logger.info(
-            "Semantic segmentation on %s:\n%s\n\n%s\n%s",
-            self.dataset_name, per_class, summary, "\n".join(format_copypaste(res, keys)),
+            "Semantic segmentation on %s:\n%s\n\n%s\nprotocol %s: %s\n%s",
+            self.dataset_name, per_class, summary, self.protocol["label"],
+            inference["summary"] if inference else "predictions made by a caller that did not name them",
+            "\n".join(format_copypaste(res, keys)),
         )
 
     def _write_json(self, res: dict[str, float], conf: np.ndarray) -> None:
@@ -136,9 +149,10 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
             "seen_classes": self._seen,
             "unseen_classes": self._unseen,
             "ignore_label": self._ignore_label,
+            "protocol": self.protocol,
             # Kept so that scores can be recomputed under another convention without rerunning.
             "confusion_matrix_gt_rows": conf.tolist(),
         }
         path = os.path.join(self._output_dir, METRICS_FILE)
         with PathManager.open(path, "w") as f:
-            json.dump(_json_safe(payload), f, indent=2, allow_nan=False)
+            json.dump(json_safe(payload), f, indent=2, allow_nan=False)

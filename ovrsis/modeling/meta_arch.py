@@ -21,6 +21,7 @@ from .cost.volume import cosine_cost, scatter_selected, select_top_classes
 from .decoders.guided_upsampling import TapPyramid
 from .encoders.clip import CLIPEncoder
 from .losses import per_class_bce
+from .tiling import TilingSettings, tiled_probabilities
 from .registry import AGGREGATOR_REGISTRY, DECODER_REGISTRY
 
 logger = logging.getLogger(__name__)
@@ -45,10 +46,18 @@ class CostAggregationSegmentor(nn.Module):
                  test_classes: Sequence[str], max_classes: int = 256, ignore_value: int = 255,
                  ignore_as_negative: bool = True, inference_mode: str = "whole",
                  slide_window: int = 384, slide_overlap: float = 0.333, slide_canvas: Sequence[int] = (640, 640),
-                 slide_global_view: bool = True, stretch_padding: bool = False, size_divisibility: int = 32) -> None:
+                 slide_global_view: bool = True, stretch_padding: bool = False, size_divisibility: int = 32,
+                 tiling: TilingSettings = TilingSettings()) -> None:
         super().__init__()
-        if inference_mode not in ("whole", "slide"):
-            raise ValueError(f"TEST.INFERENCE_MODE must be 'whole' or 'slide', got {inference_mode!r}")
+        if inference_mode not in ("whole", "slide", "tiled"):
+            raise ValueError(f"TEST.INFERENCE_MODE must be 'whole', 'slide' or 'tiled', got {inference_mode!r}")
+        if inference_mode == "slide":
+            stride = int(slide_window * (1 - slide_overlap))
+            if stride <= 0 or any(s < slide_window or (s - slide_window) % stride for s in slide_canvas):
+                raise ValueError(
+                    f"TEST.SLIDE: windows of {slide_window} at stride {stride} (overlap {slide_overlap}) do not "
+                    f"tile the canvas {tuple(slide_canvas)} exactly; uncovered pixels would be NaN. Choose "
+                    "CANVAS = WINDOW + k * stride (official: 640 = 384 + 256)")
         self.clip = clip
         self.tap_pyramid = tap_pyramid
         self.aggregator = aggregator
@@ -67,6 +76,7 @@ class CostAggregationSegmentor(nn.Module):
         self.slide_global_view = slide_global_view
         self.stretch_padding = stretch_padding
         self.size_divisibility = size_divisibility
+        self.tiling = tiling
 
     @classmethod
     def from_config(cls, cfg) -> Dict:
@@ -103,6 +113,7 @@ class CostAggregationSegmentor(nn.Module):
             "slide_global_view": cfg.TEST.SLIDE.GLOBAL_VIEW,
             "stretch_padding": cfg.TEST.WHOLE.STRETCH_PADDING,
             "size_divisibility": cfg.TEST.WHOLE.SIZE_DIVISIBILITY,
+            "tiling": TilingSettings.from_config(cfg.TEST.TILED),
         }
 
     @property
@@ -144,7 +155,8 @@ class CostAggregationSegmentor(nn.Module):
         classes = self.test_classes
         if not classes:
             raise ValueError("empty vocabulary: call set_vocabulary() or register the test dataset's classes")
-        infer = self._inference_slide if self.inference_mode == "slide" else self._inference_whole
+        infer = {"whole": self._inference_whole, "slide": self._inference_slide,
+                 "tiled": self._inference_tiled}[self.inference_mode]
         return [{"sem_seg": infer(x, classes)} for x in batched_inputs]
 
     def _forward_train(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
@@ -173,6 +185,13 @@ class CostAggregationSegmentor(nn.Module):
         return F.interpolate(probs, size=self._output_size(x, (h, w)), mode="bilinear", align_corners=False)[0]
 
     @torch.no_grad()
+    def _inference_tiled(self, x: Dict, classes: Sequence[str]) -> torch.Tensor:
+        """Overlapping tiles at the mapper's scale, batched, stitched on the CPU (ovrsis.modeling.tiling)."""
+        def score(tiles: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
+            return self.predict_logits(self._to_clip_input(self._normalize(tiles)), names).sigmoid()
+        return tiled_probabilities(x["image"], score, classes, self._output_size(x, x["image"].shape[-2:]), self.tiling)
+
+    @torch.no_grad()
     def _inference_slide(self, x: Dict, classes: Sequence[str]) -> torch.Tensor:
         """Official P-B: squash to the canvas, unfold windows (+ one global view), one batch,
         sigmoid, fold-average, average with the global view, resize to the original size."""
@@ -199,4 +218,4 @@ class CostAggregationSegmentor(nn.Module):
         if self.slide_global_view:
             out = (out + F.interpolate(probs[num_tiles:], size=canvas, mode="bilinear", align_corners=False)) / 2
         out = out.view(1, t, *canvas)
-        return F.interpolate(out, size=self._output_size(x, canvas), mode="bilinear", align_corners=False)[0]
+        return F.interpolate(out, size=self._output_size(x, (h, w)), mode="bilinear", align_corners=False)[0]

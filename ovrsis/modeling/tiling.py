@@ -1,0 +1,110 @@
+"""Tiled inference for images too large to score at once (UAVid, UDD5, VDD, FloodNet).
+
+Why: whole-image and sliding-window inference squash the image into one CLIP-sized view
+(or a fixed 640x640 canvas), and the final full-resolution score map lives on the device.
+Here the image is cut into overlapping tiles that keep their aspect, scored a batch of
+tiles (and optionally a chunk of classes) at a time, and each tile's scores are resized
+straight to its footprint in the *output* frame and accumulated on the CPU, so device
+memory depends on the tile batch, not on the image.
+
+Exactness: when one tile covers the image, the tile is the image and its scores are
+resized directly to the output size, exactly as whole-image inference does, so both give
+identical results.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# (tiles B x 3 x h x w as given, class names) -> probabilities B x T x h' x w' (any h', w')
+TileScorer = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TilingSettings:
+    """Tile geometry and batching (config ``TEST.TILED``)."""
+
+    tile: int = 384  # tile side in input pixels
+    stride: int = 256  # step between tile origins
+    batch: int = 8  # tiles per scorer call
+    class_chunk: int = 0  # classes per scorer call, 0 = all
+    long_side: int = 0  # resize the long side to this first (SegEarth-OV P-C: 448), 0 = off
+
+    def __post_init__(self) -> None:
+        if self.tile < 1 or not 1 <= self.stride <= self.tile or self.batch < 1 or self.class_chunk < 0 \
+                or self.long_side < 0:
+            raise ValueError(f"invalid tiling settings {self}: need tile >= 1, 1 <= stride <= tile, batch >= 1, "
+                             "class_chunk >= 0, long_side >= 0")
+
+    @classmethod
+    def from_config(cls, tiled) -> "TilingSettings":
+        return cls(tiled.TILE, tiled.STRIDE, tiled.BATCH, tiled.CLASS_CHUNK, tiled.LONG_SIDE)
+
+
+def tile_starts(length: int, tile: int, stride: int, remainder: str = "shift") -> list[int]:
+    """Tile origins along one axis, every ``stride``.
+
+    ``remainder="shift"`` (inference, and most dataset cutters) adds a last tile aligned to
+    the border, and gives an axis no longer than ``tile`` one tile spanning it;
+    ``"drop"`` leaves the uncovered remainder (and a too-short axis) out.
+    """
+    if remainder not in ("shift", "drop"):
+        raise ValueError(f"remainder must be 'shift' or 'drop', got {remainder!r}")
+    if length <= tile:
+        return [0] if remainder == "shift" or length == tile else []
+    starts = list(range(0, length - tile + 1, stride))
+    if remainder == "shift" and starts[-1] + tile < length:
+        starts.append(length - tile)
+    return starts
+
+
+def _footprint(start: int, size: int, length: int, out_length: int) -> tuple[int, int]:
+    """Input span [start, start + size) mapped to output pixels (at least one)."""
+    begin = round(start * out_length / length)
+    end = max(round((start + size) * out_length / length), begin + 1)
+    return begin, min(end, out_length)
+
+
+@torch.no_grad()
+def tiled_probabilities(
+    image: torch.Tensor,
+    score: TileScorer,
+    class_names: Sequence[str],
+    output_size: tuple[int, int],
+    settings: TilingSettings,
+) -> torch.Tensor:
+    """Scores (T, H_out, W_out) on the CPU for a C x H x W image, averaged where tiles overlap.
+
+    ``score`` receives tiles cropped from ``image`` (same dtype and device as ``image``;
+    keep it on the CPU for bounded device memory) and must return probabilities. Class
+    chunks are scored independently; for models whose classes interact (CAT-Seg's class
+    aggregation) chunking therefore changes the result, and it is off by default.
+    """
+    if settings.long_side and max(image.shape[-2:]) != settings.long_side:
+        scale = settings.long_side / max(image.shape[-2:])
+        size = [max(1, round(s * scale)) for s in image.shape[-2:]]
+        image = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+    height, width = image.shape[-2:]
+    out_h, out_w = output_size
+    th, tw = min(settings.tile, height), min(settings.tile, width)
+    boxes = [(y, x) for y in tile_starts(height, settings.tile, settings.stride)
+             for x in tile_starts(width, settings.tile, settings.stride)]
+    chunk = settings.class_chunk or len(class_names)
+    chunks = [list(class_names[i:i + chunk]) for i in range(0, len(class_names), chunk)]
+
+    total = torch.zeros(len(class_names), out_h, out_w)
+    counts = torch.zeros(1, out_h, out_w)
+    for first in range(0, len(boxes), settings.batch):
+        batch = boxes[first:first + settings.batch]
+        tiles = torch.stack([image[:, y:y + th, x:x + tw] for y, x in batch])
+        probs = torch.cat([score(tiles, names) for names in chunks], dim=1)
+        for (y, x), tile_probs in zip(batch, probs):
+            y0, y1 = _footprint(y, th, height, out_h)
+            x0, x1 = _footprint(x, tw, width, out_w)
+            resized = F.interpolate(tile_probs[None], size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)
+            total[:, y0:y1, x0:x1] += resized[0].float().cpu()
+            counts[:, y0:y1, x0:x1] += 1
+    return total / counts
