@@ -39,6 +39,8 @@ def add_ovrsis_config(cfg: CN) -> None:
     # --- cost volume ----------------------------------------------------------------------
     cfg.MODEL.COST = CN()
     cfg.MODEL.COST.MAX_CLASSES = 256  # above this, keep the top-k classes per image (rest: -100)
+    cfg.MODEL.COST.ROTATIONS = [0]  # quarter turns of the CLIP input (OVRS: [0, 1, 2, 3]); 0 first
+    cfg.MODEL.COST.ROTATION_FUSION = "stack"  # stack: R·P cost channels (OVRS) | mean: average over rotations
 
     # --- cost aggregation -----------------------------------------------------------------
     cfg.MODEL.AGGREGATOR = CN()
@@ -60,6 +62,7 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.DECODER.DIMS = [64, 32]  # channels after each 2x upsampling stage
     cfg.MODEL.DECODER.GUIDANCE_DIMS = [256, 128]  # upsampled CLIP taps feeding each stage
     cfg.MODEL.DECODER.GUIDANCE_PROJ_DIMS = [32, 16]  # their projected widths
+    cfg.MODEL.DECODER.GUIDANCE_ATTENTION = False  # OVRS attention-aware upsampling of the guidance
 
     # --- loss -----------------------------------------------------------------------------
     cfg.MODEL.LOSS = CN()

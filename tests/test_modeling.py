@@ -605,6 +605,7 @@ _TO_OFFICIAL = [
     (r"decoder\.guidance_proj\.(.*)", _A + r"decoder_guidance_projection.\1"),
     (r"decoder\.stages\.(\d)\.up\.(.*)", lambda m: f"{_A}decoder{int(m.group(1)) + 1}.up.{m.group(2)}"),
     (r"decoder\.stages\.(\d)\.conv\.(.*)", lambda m: f"{_A}decoder{int(m.group(1)) + 1}.conv.double_conv.{m.group(2)}"),
+    (r"decoder\.stages\.(\d)\.(cconv|sconv)\.(.*)", lambda m: f"{_A}decoder{int(m.group(1)) + 1}.{m.group(2)}.{m.group(3)}"),
     (r"decoder\.head\.(.*)", _A + r"head.\1"),
 ]
 

@@ -41,7 +41,7 @@ class OfficialLayout:
 
 
 CATSEG = OfficialLayout(
-    name="CAT-Seg (cvlab-kaist/CAT-Seg)",
+    name="CAT-Seg layout (cvlab-kaist/CAT-Seg; also OVRS, caoql98/OVRS)",
     marker="sem_seg_head.predictor.",
     rules=(
         (_P + r"clip_model\.(.*)", r"clip.\1"),
@@ -60,6 +60,7 @@ CATSEG = OfficialLayout(
         (_A + r"decoder_guidance_projection\.(.*)", r"decoder.guidance_proj.\1"),
         (_A + r"decoder(\d)\.up\.(.*)", lambda m: f"decoder.stages.{int(m.group(1)) - 1}.up.{m.group(2)}"),
         (_A + r"decoder(\d)\.conv\.double_conv\.(.*)", lambda m: f"decoder.stages.{int(m.group(1)) - 1}.conv.{m.group(2)}"),
+        (_A + r"decoder(\d)\.(cconv|sconv)\.(.*)", lambda m: f"decoder.stages.{int(m.group(1)) - 1}.{m.group(2)}.{m.group(3)}"),
         (_A + r"head\.(.*)", r"decoder.head.\1"),
     ),
     dropped=(_A + r"layers\.\d+\.swin_block\.block_\d\.attn_mask",),

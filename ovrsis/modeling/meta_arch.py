@@ -17,6 +17,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from torch import nn
 
+from .cost.rotation import check_rotations, fuse_rotation_costs, fused_channels, rotate_batch, unrotate
 from .cost.volume import cosine_cost, scatter_selected, select_top_classes
 from .decoders.guided_upsampling import TapPyramid
 from .encoders.clip import CLIPEncoder
@@ -43,7 +44,8 @@ class CostAggregationSegmentor(nn.Module):
     @configurable
     def __init__(self, *, clip: CLIPEncoder, tap_pyramid: TapPyramid, aggregator: nn.Module, decoder: nn.Module,
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], train_classes: Sequence[str],
-                 test_classes: Sequence[str], max_classes: int = 256, ignore_value: int = 255,
+                 test_classes: Sequence[str], max_classes: int = 256, rotations: Sequence[int] = (0,),
+                 rotation_fusion: str = "stack", ignore_value: int = 255,
                  ignore_as_negative: bool = True, inference_mode: str = "whole",
                  slide_window: int = 384, slide_overlap: float = 0.333, slide_canvas: Sequence[int] = (640, 640),
                  slide_global_view: bool = True, stretch_padding: bool = False, size_divisibility: int = 32,
@@ -67,6 +69,8 @@ class CostAggregationSegmentor(nn.Module):
         self.train_classes = list(train_classes)
         self.test_classes = list(test_classes)
         self.max_classes = max_classes
+        self.rotations = check_rotations(rotations, rotation_fusion)
+        self.rotation_fusion = rotation_fusion
         self.ignore_value = ignore_value
         self.ignore_as_negative = ignore_as_negative
         self.inference_mode = inference_mode
@@ -89,8 +93,9 @@ class CostAggregationSegmentor(nn.Module):
         resolution = (clip.grid_size, clip.grid_size)
         if len(m.CLIP.GUIDANCE_LAYERS) != len(m.DECODER.GUIDANCE_DIMS):
             raise ValueError("MODEL.CLIP.GUIDANCE_LAYERS and MODEL.DECODER.GUIDANCE_DIMS must have equal length")
+        cost_channels = fused_channels(len(m.COST.ROTATIONS), len(m.TEXT.TEMPLATES), m.COST.ROTATION_FUSION)
         aggregator = AGGREGATOR_REGISTRY.get(m.AGGREGATOR.NAME).from_config(
-            cfg, cost_channels=len(m.TEXT.TEMPLATES), clip_dim=clip.embed_dim, resolution=resolution)
+            cfg, cost_channels=cost_channels, clip_dim=clip.embed_dim, resolution=resolution)
         decoder = DECODER_REGISTRY.get(m.DECODER.NAME).from_config(cfg, in_dim=m.AGGREGATOR.HIDDEN_DIM)
         train_classes = vocabulary_of(cfg.DATASETS.TRAIN[0]) if cfg.DATASETS.TRAIN else []
         test_classes = vocabulary_of(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else []
@@ -104,6 +109,8 @@ class CostAggregationSegmentor(nn.Module):
             "train_classes": train_classes,
             "test_classes": test_classes,
             "max_classes": m.COST.MAX_CLASSES,
+            "rotations": m.COST.ROTATIONS,
+            "rotation_fusion": m.COST.ROTATION_FUSION,
             "ignore_value": m.LOSS.IGNORE_VALUE,
             "ignore_as_negative": m.LOSS.IGNORE_AS_NEGATIVE,
             "inference_mode": cfg.TEST.INFERENCE_MODE,
@@ -130,11 +137,22 @@ class CostAggregationSegmentor(nn.Module):
             self.test_classes = list(class_names)
 
     # ------------------------------------------------------------------ core
+    def cost_volume(self, clip_images: torch.Tensor, text: torch.Tensor
+                    ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
+        """Cost (B, P', T, g, g) of CLIP-normalised images (B, 3, S, S) against text (T, P, C),
+        plus the unrotated pass's dense map (B, C, g, g) and guidance taps."""
+        b = clip_images.shape[0]
+        dense_all, taps_all = self.clip.encode_image(rotate_batch(clip_images, self.rotations))
+        dense, taps = dense_all[:b], [t[:b] for t in taps_all]  # guidance: the unrotated pass
+        if len(self.rotations) == 1:
+            return cosine_cost(dense, text), dense, taps
+        views = unrotate(F.normalize(dense_all, dim=1), self.rotations, b)  # (B, R, C, g, g)
+        return fuse_rotation_costs(cosine_cost(views, text), self.rotation_fusion), dense, taps
+
     def predict_logits(self, clip_images: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
         """CLIP-normalised images at the CLIP resolution (B, 3, S, S) → logits (B, T, 4g, 4g)."""
-        dense, taps = self.clip.encode_image(clip_images)
         text = self.clip.encode_text(class_names)  # (T, P, C), normalised
-        cost = cosine_cost(dense, text)
+        cost, dense, taps = self.cost_volume(clip_images, text)
         cost, text_sel, idx = select_top_classes(cost, text, self.max_classes)
         embedding = self.aggregator(cost, dense, text_sel)
         logits = self.decoder(embedding, self.tap_pyramid(taps))

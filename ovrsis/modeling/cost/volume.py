@@ -10,14 +10,14 @@ import torch.nn.functional as F
 def cosine_cost(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     """Cosine similarity, no temperature.
 
-    image: (B, C, h, w); text: (T, P, C) shared by the batch or (B, T, P, C) per image.
-    Returns (B, P, T, h, w).
+    image: (B, C, h, w), or (B, R, C, h, w) for R views (e.g. rotations); text: (T, P, C)
+    shared by the batch or (B, T, P, C) per image. Returns (B, P, T, h, w) or (B, R, P, T, h, w).
     """
-    image = F.normalize(image, dim=1)
+    image = F.normalize(image, dim=-3)
     text = F.normalize(text, dim=-1)
-    if text.dim() == 3:
-        return torch.einsum("bchw,tpc->bpthw", image, text)
-    return torch.einsum("bchw,btpc->bpthw", image, text)
+    views = "r" if image.dim() == 5 else ""
+    per_image = "b" if text.dim() == 4 else ""
+    return torch.einsum(f"b{views}chw,{per_image}tpc->b{views}pthw", image, text)
 
 
 def select_top_classes(cost: torch.Tensor, text: torch.Tensor, max_classes: int
