@@ -140,8 +140,8 @@ def test_eval_deterministic_and_official_checkpoint_roundtrip(tmp_path):
 
 def test_short_training_run_loss_falls(tmp_path, monkeypatch):
     monkeypatch.setenv("OVRSIS_CACHE", str(tmp_path / "cache"))
-    opts = ["OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", 220, "SOLVER.IMS_PER_BATCH", 4,
-            "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR", "SOLVER.STEPS", (), "SOLVER.BASE_LR", 0.002,
+    opts = ["OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", 150, "SOLVER.IMS_PER_BATCH", 8,
+            "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR", "SOLVER.STEPS", (), "SOLVER.BASE_LR", 0.001,
             "SOLVER.CHECKPOINT_PERIOD", 10 ** 6, "TEST.EVAL_PERIOD", 0, "DATALOADER.NUM_WORKERS", 0,
             "DATASETS.SYNTHETIC.NUM_TRAIN", 16, "DATASETS.SYNTHETIC.NUM_VAL", 2, "INPUT.CROP.SIZE", (96, 96), *OVRS]
     trainer = Trainer(setup_cfg(str(REPO / "configs/quickstart.yaml"), [str(o) for o in opts]))
