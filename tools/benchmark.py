@@ -29,10 +29,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import ovrsis  # noqa: F401  (compat shims first: before detectron2 and fvcore)
 import torch
+import torch.nn.functional as F
 from detectron2.config import CfgNode
 from torch import nn
 
 from _common import DEFAULT_CONFIG, add_common_args, build, dummy_vocabulary, input_size, load_cfg, write_json
+from ovrsis.modeling.cost.rotation import fuse_rotation_costs
+from ovrsis.modeling.cost.volume import cosine_cost
 from ovrsis.engine import Trainer
 
 _STATUS = Path("/proc/self/status")
@@ -162,11 +165,38 @@ def _line(name: str, r: Dict[str, Any], extra: str = "") -> str:
             f"first call {r['first_call_ms']:9.1f}  | peak {m['peak_mib']:8.0f} MiB (+{m['delta_mib']:.0f}){extra}")
 
 
+@torch.no_grad()
+def bench_rotations(model: nn.Module, class_names: Sequence[str], warmup: int, iters: int) -> Dict[str, Any]:
+    """Multi-rotation cost volume: one batched encoder call (ovrsis) vs one call per rotation
+    (the official OVRS/RSKT-Seg way); both results are checked equal before timing."""
+    model.eval()
+    rotations = model.rotations
+    size = model.clip.image_size
+    images = (torch.rand(1, 3, size, size, device=model.device) * 255 - model.pixel_mean) / model.pixel_std
+    text = model.clip.encode_text(class_names)
+
+    def sequential() -> torch.Tensor:
+        views = []
+        for k in rotations:
+            dense, _ = model.clip.encode_image(torch.rot90(images, k, dims=(2, 3)))
+            views.append(torch.rot90(F.normalize(dense, dim=1), -k, dims=(2, 3)))
+        return fuse_rotation_costs(cosine_cost(torch.stack(views, dim=1), text), model.rotation_fusion)
+
+    max_diff = (model.cost_volume(images, text)[0] - sequential()).abs().max().item()
+    batched_stats = time_calls(lambda: model.cost_volume(images, text), warmup, iters, model.device)
+    sequential_stats = time_calls(sequential, warmup, iters, model.device)
+    return {"rotations": list(rotations), "batched": batched_stats, "sequential": sequential_stats,
+            "ratio_batched_over_sequential": batched_stats["median_ms"] / sequential_stats["median_ms"],
+            "max_abs_diff": max_diff}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=("whole", "slide", "both"), default="both", help="inference protocol(s)")
     parser.add_argument("--train", action="store_true", help="also time training steps")
+    parser.add_argument("--rotations", action="store_true",
+                        help="also time the multi-rotation cost: batched vs one encoder call per rotation")
     parser.add_argument("--batch", type=int, default=None, help="training batch (default SOLVER.IMS_PER_BATCH)")
     parser.add_argument("--iters", type=int, default=10, help="timed iterations per phase")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first (>= 1 keeps text encoding out)")
@@ -233,6 +263,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         print(_line("train", result, f"\n       batch {batch} at {result['crop_hw'][0]}×{result['crop_hw'][1]}, "
                                      f"forward+backward+{result['optimizer']} step, "
                                      f"{result['images_per_s']:.2f} images/s"))
+    if args.rotations:
+        result = bench_rotations(model, class_names, args.warmup, args.iters)
+        report["results"]["rotations"] = result
+        print(f"rotations {result['rotations']}: batched median {result['batched']['median_ms']:.1f} ms, "
+              f"sequential median {result['sequential']['median_ms']:.1f} ms, "
+              f"ratio {result['ratio_batched_over_sequential']:.3f} (max |diff| {result['max_abs_diff']:.2e})")
     print(f"memory    {next(iter(report['results'].values()))['memory']['method']}; "
           f"peak is absolute, (+x) the growth during the phase")
     if args.json:
