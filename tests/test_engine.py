@@ -77,6 +77,17 @@ def test_resume_restores_optimizer_and_lr(tmp_path):
         [g["lr"] for g in full.optimizer.param_groups])
 
 
+def test_seed_makes_cpu_training_reproducible(tmp_path):
+    weights = []
+    for run in ("a", "b"):
+        trainer = Trainer(setup_cfg(QUICKSTART, tiny_opts(tmp_path / run, 3)))
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+        weights.append(trainer.model.state_dict())
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+
+
 def _ddp_worker(out_dir: str) -> None:
     cfg = setup_cfg(QUICKSTART, tiny_opts(Path(out_dir), 4, **{"SOLVER.IMS_PER_BATCH": 4}))
     trainer = Trainer(cfg)

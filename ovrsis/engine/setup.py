@@ -8,6 +8,7 @@ import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import default_setup
 from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_ovrsis_config
@@ -35,4 +36,6 @@ def setup_cfg(config_file: str = "", opts: Sequence[str] = (), args: Optional[ob
     if args is not None:
         default_setup(cfg, args)
         setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ovrsis", abbrev_name="ovrsis")
+    else:  # programmatic use (tests, tools): seed as default_setup would
+        seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
     return cfg
