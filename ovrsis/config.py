@@ -41,6 +41,22 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.COST.MAX_CLASSES = 256  # above this, keep the top-k classes per image (rest: -100)
     cfg.MODEL.COST.ROTATIONS = [0]  # quarter turns of the CLIP input (OVRS: [0, 1, 2, 3]); 0 first
     cfg.MODEL.COST.ROTATION_FUSION = "stack"  # stack: R·P cost channels (OVRS) | mean: average over rotations
+    cfg.MODEL.COST.FUSION = "conv"  # cost embedding: conv (CAT-Seg 7x7 conv) | qgff (GSNet: CLIP + specialist cost)
+
+    # --- DINO specialist (GSNet): frozen DINO ViT, extra cost volume + decoder guidance -------
+    cfg.MODEL.DINO = CN()
+    cfg.MODEL.DINO.ENABLED = False  # build the DINO stream (fed the unrotated CLIP input)
+    cfg.MODEL.DINO.WEIGHTS = ""  # facebookresearch/dino checkpoint (e.g. GSNet's RSIB.pth); "" = from MODEL.WEIGHTS
+    cfg.MODEL.DINO.CHECKPOINT_KEY = "teacher"  # entry of a DINO training checkpoint holding the backbone
+    cfg.MODEL.DINO.PATCH_SIZE = 8  # ViT-B/8
+    cfg.MODEL.DINO.WIDTH = 768
+    cfg.MODEL.DINO.DEPTH = 12
+    cfg.MODEL.DINO.NUM_HEADS = 12
+    cfg.MODEL.DINO.PRETRAIN_SIZE = 224  # image side the positional embedding was trained for (785 tokens)
+    cfg.MODEL.DINO.POS_EMBED_RESIZE = "size"  # size: bicubic to the token grid | official: DINO's (g+0.1)/n0 factor
+    cfg.MODEL.DINO.FROZEN = True  # official: frozen (no gradients, always in eval mode)
+    cfg.MODEL.DINO.COST_LAYER = 11  # block (0-based, final-normed) projected 2x2 s2 into the text space; -1 = no cost
+    cfg.MODEL.DINO.GUIDANCE_LAYERS = [3, 7]  # blocks guiding decoder stages 1, 2 (1x1 conv / ConvT k2 s2); [] = none
 
     # --- cost aggregation -----------------------------------------------------------------
     cfg.MODEL.AGGREGATOR = CN()
@@ -63,6 +79,7 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.DECODER.GUIDANCE_DIMS = [256, 128]  # upsampled CLIP taps feeding each stage
     cfg.MODEL.DECODER.GUIDANCE_PROJ_DIMS = [32, 16]  # their projected widths
     cfg.MODEL.DECODER.GUIDANCE_ATTENTION = False  # OVRS attention-aware upsampling of the guidance
+    cfg.MODEL.DECODER.GUIDANCE_SOURCES = ["clip"]  # guidance concatenated per stage, in order (GSNet: clip, dino)
 
     # --- loss -----------------------------------------------------------------------------
     cfg.MODEL.LOSS = CN()

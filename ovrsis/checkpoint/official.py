@@ -66,7 +66,33 @@ CATSEG = OfficialLayout(
     dropped=(_A + r"layers\.\d+\.swin_block\.block_\d\.attn_mask",),
 )
 
-LAYOUTS: Tuple[OfficialLayout, ...] = (CATSEG,)
+def _stage(name: str, part: str, target: str):
+    """``<name>N.<part>.*`` (1-based stage N) → ``decoder.stages.(N-1).<target>.*``."""
+    return (_A + name + r"(\d)\." + part + r"\.(.*)",
+            lambda m: f"decoder.stages.{int(m.group(1)) - 1}.{target}.{m.group(2)}")
+
+
+GSNET = OfficialLayout(
+    name="GSNet (yecy749/CAT-Seg, model Ver09c)",
+    marker="dino_model.",
+    rules=(
+        (r"dino_model\.(.*)", r"specialists.dino.encoder.\1"),
+        (r"dino_down_sample\.(weight|bias)", r"specialists.dino.cost.proj.\1"),
+        (r"dino_decod_proj1\.(weight|bias)", r"specialists.dino.taps.ups.0.\1"),
+        (r"dino_decod_proj2\.(weight|bias)", r"specialists.dino.taps.ups.1.\1"),
+        (_A + r"conv1\.(weight|bias)", r"aggregator.cost_embed.embeds.0.\1"),  # QGFF: CLIP cost embedding
+        (_A + r"conv2\.(weight|bias)", r"aggregator.cost_embed.embeds.1.\1"),  # DINO cost embedding
+        (_A + r"fusion_corr\.(weight|bias)", r"aggregator.cost_embed.fuse.\1"),
+        (_A + r"CLIP_decoder_guidance_projection\.(.*)", r"decoder.guidance_proj.0.\1"),
+        (_A + r"DINO_decoder_guidance_projection\.(.*)", r"decoder.guidance_proj.1.\1"),
+        _stage("Fusiondecoder", "up", "up"),
+        _stage("Fusiondecoder", r"conv\.double_conv", "conv"),
+        *CATSEG.rules,  # CLIP, upsample1/2, guidance projections, aggregation layers, head
+    ),
+    dropped=CATSEG.dropped,
+)
+
+LAYOUTS: Tuple[OfficialLayout, ...] = (GSNET, CATSEG)  # most specific marker first
 
 
 def detect_layout(state: Dict[str, torch.Tensor]) -> Optional[OfficialLayout]:

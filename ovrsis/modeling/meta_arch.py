@@ -21,6 +21,7 @@ from .cost.rotation import check_rotations, fuse_rotation_costs, fused_channels,
 from .cost.volume import cosine_cost, scatter_selected, select_top_classes
 from .decoders.guided_upsampling import TapPyramid
 from .encoders.clip import CLIPEncoder
+from .encoders.specialist import build_specialists, check_guidance_sources
 from .losses import per_class_bce
 from .tiling import TilingSettings, tiled_probabilities
 from .registry import AGGREGATOR_REGISTRY, DECODER_REGISTRY
@@ -49,7 +50,8 @@ class CostAggregationSegmentor(nn.Module):
                  ignore_as_negative: bool = True, inference_mode: str = "whole",
                  slide_window: int = 384, slide_overlap: float = 0.333, slide_canvas: Sequence[int] = (640, 640),
                  slide_global_view: bool = True, stretch_padding: bool = False, size_divisibility: int = 32,
-                 tiling: TilingSettings = TilingSettings()) -> None:
+                 tiling: TilingSettings = TilingSettings(), specialists: Optional[nn.ModuleDict] = None,
+                 guidance_sources: Sequence[str] = ("clip",)) -> None:
         super().__init__()
         if inference_mode not in ("whole", "slide", "tiled"):
             raise ValueError(f"TEST.INFERENCE_MODE must be 'whole', 'slide' or 'tiled', got {inference_mode!r}")
@@ -64,6 +66,10 @@ class CostAggregationSegmentor(nn.Module):
         self.tap_pyramid = tap_pyramid
         self.aggregator = aggregator
         self.decoder = decoder
+        # frozen specialist encoders (GSNet's DINO): extra cost volumes and decoder guidance
+        self.specialists = specialists if specialists is not None else nn.ModuleDict()
+        self.guidance_sources = check_guidance_sources(guidance_sources, self.specialists, decoder)
+        self._multi_source_decoder = getattr(decoder, "num_sources", None) is not None
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         self.train_classes = list(train_classes)
@@ -94,8 +100,12 @@ class CostAggregationSegmentor(nn.Module):
         if len(m.CLIP.GUIDANCE_LAYERS) != len(m.DECODER.GUIDANCE_DIMS):
             raise ValueError("MODEL.CLIP.GUIDANCE_LAYERS and MODEL.DECODER.GUIDANCE_DIMS must have equal length")
         cost_channels = fused_channels(len(m.COST.ROTATIONS), len(m.TEXT.TEMPLATES), m.COST.ROTATION_FUSION)
+        specialists = build_specialists(cfg, clip_image_size=clip.image_size, clip_grid=clip.grid_size,
+                                        text_dim=clip.embed_dim)
+        specialist_channels = [len(m.TEXT.TEMPLATES) for s in specialists.values() if s.has_cost]
         aggregator = AGGREGATOR_REGISTRY.get(m.AGGREGATOR.NAME).from_config(
-            cfg, cost_channels=cost_channels, clip_dim=clip.embed_dim, resolution=resolution)
+            cfg, cost_channels=[cost_channels, *specialist_channels] if specialist_channels else cost_channels,
+            clip_dim=clip.embed_dim, resolution=resolution)
         decoder = DECODER_REGISTRY.get(m.DECODER.NAME).from_config(cfg, in_dim=m.AGGREGATOR.HIDDEN_DIM)
         train_classes = vocabulary_of(cfg.DATASETS.TRAIN[0]) if cfg.DATASETS.TRAIN else []
         test_classes = vocabulary_of(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else []
@@ -121,6 +131,8 @@ class CostAggregationSegmentor(nn.Module):
             "stretch_padding": cfg.TEST.WHOLE.STRETCH_PADDING,
             "size_divisibility": cfg.TEST.WHOLE.SIZE_DIVISIBILITY,
             "tiling": TilingSettings.from_config(cfg.TEST.TILED),
+            "specialists": specialists,
+            "guidance_sources": m.DECODER.GUIDANCE_SOURCES,
         }
 
     @property
@@ -154,8 +166,19 @@ class CostAggregationSegmentor(nn.Module):
         text = self.clip.encode_text(class_names)  # (T, P, C), normalised
         cost, dense, taps = self.cost_volume(clip_images, text)
         cost, text_sel, idx = select_top_classes(cost, text, self.max_classes)
-        embedding = self.aggregator(cost, dense, text_sel)
-        logits = self.decoder(embedding, self.tap_pyramid(taps))
+        guidance = {"clip": self.tap_pyramid(taps)}
+        extra_costs = []
+        for name, stream in self.specialists.items():  # unrotated images; costs over the selected classes
+            specialist_cost, specialist_guidance = stream(clip_images, text_sel)
+            if specialist_cost is not None:
+                extra_costs.append(specialist_cost)
+            if specialist_guidance:
+                guidance[name] = specialist_guidance
+        embedding = self.aggregator(cost, dense, text_sel, extra_costs)
+        if self._multi_source_decoder:
+            logits = self.decoder(embedding, [guidance[s] for s in self.guidance_sources])
+        else:
+            logits = self.decoder(embedding, guidance["clip"])
         return scatter_selected(logits, idx, len(class_names))
 
     def _to_clip_input(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,13 @@
 """CAT-Seg's aggregation stack: cost embedding, guidance projections, N × (spatial → class)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cost.fusion import build_cost_embedding
 from ..registry import AGGREGATOR_REGISTRY
 from .class_attention import ClassAggregation
 from .spatial import SpatialAggregation
@@ -30,12 +31,16 @@ class AggregationLayer(nn.Module):
 class CATSegAggregator(nn.Module):
     """Cost volume (B, P, T, h, w) → aggregated embedding (B, T, hidden, h, w)."""
 
-    def __init__(self, *, cost_channels: int, clip_dim: int, resolution: Tuple[int, int], hidden_dim: int = 128,
-                 num_layers: int = 2, num_heads: int = 4, window: int = 12,
+    def __init__(self, *, cost_channels: Union[int, Sequence[int]], clip_dim: int, resolution: Tuple[int, int],
+                 hidden_dim: int = 128, num_layers: int = 2, num_heads: int = 4, window: int = 12,
                  appearance_proj_dim: int = 128, text_proj_dim: int = 128, attention: str = "linear",
-                 pad_len: int = 256, pooling_train: Sequence[int] = (2, 2), pooling_test: Sequence[int] = (1, 1)) -> None:
+                 pad_len: int = 256, pooling_train: Sequence[int] = (2, 2), pooling_test: Sequence[int] = (1, 1),
+                 cost_fusion: str = "conv") -> None:
+        """``cost_channels``: channels of the CLIP cost, then of each specialist cost (if any);
+        ``cost_fusion``: the cost embedding (:mod:`ovrsis.modeling.cost.fusion`)."""
         super().__init__()
-        self.cost_embed = nn.Conv2d(cost_channels, hidden_dim, kernel_size=7, padding=3)
+        channels = [cost_channels] if isinstance(cost_channels, int) else list(cost_channels)
+        self.cost_embed = build_cost_embedding(cost_fusion, channels, hidden_dim)
         self.appearance_proj = nn.Sequential(
             nn.Conv2d(clip_dim, appearance_proj_dim, kernel_size=3, padding=1), nn.ReLU())
         self.text_proj = nn.Sequential(nn.Linear(clip_dim, text_proj_dim), nn.ReLU())
@@ -46,23 +51,25 @@ class CATSegAggregator(nn.Module):
         ])
 
     @classmethod
-    def from_config(cls, cfg, *, cost_channels: int, clip_dim: int, resolution: Tuple[int, int]) -> "CATSegAggregator":
+    def from_config(cls, cfg, *, cost_channels: Union[int, Sequence[int]], clip_dim: int,
+                    resolution: Tuple[int, int]) -> "CATSegAggregator":
         a = cfg.MODEL.AGGREGATOR
         return cls(cost_channels=cost_channels, clip_dim=clip_dim, resolution=resolution,
+                   cost_fusion=cfg.MODEL.COST.FUSION,
                    hidden_dim=a.HIDDEN_DIM, num_layers=a.NUM_LAYERS, num_heads=a.NUM_HEADS, window=a.WINDOW_SIZE,
                    appearance_proj_dim=a.APPEARANCE_GUIDANCE_PROJ_DIM, text_proj_dim=a.TEXT_GUIDANCE_PROJ_DIM,
                    attention=a.CLASS_ATTENTION, pad_len=a.PAD_LEN,
                    pooling_train=a.POOLING_SIZE_TRAIN, pooling_test=a.POOLING_SIZE_TEST)
 
-    def embed_cost(self, cost: torch.Tensor) -> torch.Tensor:
-        """(B, P, T, h, w) → (B, T, hidden, h, w): the 7×7 conv sees the P prompt channels."""
-        b, p, t, h, w = cost.shape
-        x = self.cost_embed(cost.transpose(1, 2).reshape(b * t, p, h, w))
-        return x.view(b, t, -1, h, w)
+    def embed_cost(self, cost: torch.Tensor, extra_costs: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        """(B, P, T, h, w) [+ specialist costs (B, P_i, T, h, w)] → (B, T, hidden, h, w)."""
+        return self.cost_embed([cost, *extra_costs])
 
-    def forward(self, cost: torch.Tensor, dense: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """cost (B, P, T, h, w); dense CLIP map (B, C, h, w); text (B, T, P, C) normalised."""
-        x = self.embed_cost(cost)
+    def forward(self, cost: torch.Tensor, dense: torch.Tensor, text: torch.Tensor,
+                extra_costs: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        """cost (B, P, T, h, w); dense CLIP map (B, C, h, w); text (B, T, P, C) normalised;
+        ``extra_costs``: specialist cost volumes over the same (selected) classes."""
+        x = self.embed_cost(cost, extra_costs)
         appearance = self.appearance_proj(dense)
         text_guidance = self.text_proj(F.normalize(text.mean(dim=-2), dim=-1))
         for layer in self.layers:
