@@ -26,18 +26,17 @@ from ovrsis.evaluation import SUMMARY_KEYS
 logger = logging.getLogger("ovrsis")
 
 
-def loss_trend(output_dir: str, window: int = 20) -> str:
-    """First vs last ``window`` logged values of the training loss, from metrics.json."""
+def loss_trend(output_dir: str) -> str:
+    """First and last logged training loss, from metrics.json."""
     path = os.path.join(output_dir, "metrics.json")
     if not os.path.exists(path):
         return ""
     with open(path) as f:
-        losses = [r["total_loss"] for r in map(json.loads, f) if "total_loss" in r]
-    if len(losses) < 2:
+        logged = [(r["iteration"] + 1, r["total_loss"]) for r in map(json.loads, f) if "total_loss" in r]
+    if len(logged) < 2:
         return ""
-    w = min(window, len(losses) // 2)
-    first, last = sum(losses[:w]) / w, sum(losses[-w:]) / w
-    return f"training loss (mean of first/last {w} logged values): {first:.4f} -> {last:.4f}"
+    (i0, l0), (i1, l1) = logged[0], logged[-1]
+    return f"training loss (median of the logging window): {l0:.4f} at iteration {i0} -> {l1:.4f} at iteration {i1}"
 
 
 def summarize(cfg, results) -> None:
