@@ -30,8 +30,7 @@ from ovrsis.engine import Trainer, setup_cfg
 from ovrsis.modeling.cost.fusion import ConvCostEmbedding, QueryGuidedFusion
 from ovrsis.modeling.cost.specialist import SpecialistCost
 from ovrsis.modeling.cost.volume import cosine_cost
-from ovrsis.modeling.decoders.guided_upsampling import GuidedUpsamplingDecoder
-from ovrsis.modeling.decoders.ripd import MultiSourceGuidedDecoder, ScaledTapPyramid
+from ovrsis.modeling.decoders.guided_upsampling import GuidedUpsamplingDecoder, TapPyramid
 from ovrsis.modeling.encoders.dino import DINOEncoder, read_dino_checkpoint, resize_pos_embed
 from test_modeling import image, tiny_model, to_official
 
@@ -43,7 +42,7 @@ GSNET_TINY = [
     "MODEL.COST.FUSION", "qgff", "MODEL.DINO.ENABLED", True, "MODEL.DINO.PATCH_SIZE", 4, "MODEL.DINO.WIDTH", 32,
     "MODEL.DINO.DEPTH", 4, "MODEL.DINO.NUM_HEADS", 2, "MODEL.DINO.PRETRAIN_SIZE", 32, "MODEL.DINO.COST_LAYER", 3,
     "MODEL.DINO.GUIDANCE_LAYERS", [1, 2], "MODEL.DINO.POS_EMBED_RESIZE", "official",
-    "MODEL.DECODER.NAME", "MultiSourceGuidedDecoder", "MODEL.DECODER.GUIDANCE_SOURCES", ["clip", "dino"],
+    "MODEL.DECODER.GUIDANCE_SOURCES", ["clip", "dino"],
 ]
 
 
@@ -261,8 +260,8 @@ def test_qgff_shape_and_formula():
         QueryGuidedFusion([1])
 
 
-def test_scaled_tap_pyramid():
-    taps = ScaledTapPyramid(32, [16, 8], [1, 2])
+def test_tap_pyramid_scales():
+    taps = TapPyramid(32, [16, 8], [1, 2])
     assert isinstance(taps.ups[0], torch.nn.Conv2d) and isinstance(taps.ups[1], torch.nn.ConvTranspose2d)
     outs = taps([torch.randn(2, 32, 16, 16)] * 2)
     assert [tuple(o.shape) for o in outs] == [(2, 16, 16, 16), (2, 8, 32, 32)]
@@ -270,7 +269,7 @@ def test_scaled_tap_pyramid():
 
 @pytest.mark.parametrize("sources", [2, 3])
 def test_multi_source_decoder_shapes(sources):
-    dec = MultiSourceGuidedDecoder(in_dim=32, num_sources=sources, dims=[16, 8], guidance_dims=[16, 8],
+    dec = GuidedUpsamplingDecoder(in_dim=32, num_sources=sources, dims=[16, 8], guidance_dims=[16, 8],
                                    guidance_proj_dims=[8, 4])
     assert dec.stages[0].conv[0].in_channels == 32 - 8 + sources * 8
     assert dec.stages[1].conv[0].in_channels == 16 - 4 + sources * 4
@@ -281,26 +280,14 @@ def test_multi_source_decoder_shapes(sources):
         dec(torch.randn(2, 5, 32, 8, 8), guidance[:1])
 
 
-def test_multi_source_decoder_with_one_source_is_catseg_decoder():
-    torch.manual_seed(0)
-    single = GuidedUpsamplingDecoder(in_dim=32, dims=[16, 8], guidance_dims=[16, 8], guidance_proj_dims=[8, 4])
-    multi = MultiSourceGuidedDecoder(in_dim=32, num_sources=1, dims=[16, 8], guidance_dims=[16, 8],
-                                     guidance_proj_dims=[8, 4])
-    state = {k.replace("guidance_proj.", "guidance_proj.0."): v for k, v in single.state_dict().items()}
-    multi.load_state_dict(state)
-    x = torch.randn(2, 3, 32, 8, 8)
-    guidance = [torch.randn(2, 16, 16, 16), torch.randn(2, 8, 32, 32)]
-    torch.testing.assert_close(multi(x, [guidance]), single(x, guidance), rtol=0, atol=0)
-
-
 def test_full_size_part_parameter_counts():
     """Official Ver09c: QGFF conv1+conv2+fusion_corr, RIPD (projections, 2 stages, head), DINO
     decoder taps (dino_decod_proj1/2) and the cost projection (dino_down_sample)."""
     def n(m):
         return sum(p.numel() for p in m.parameters())
     assert n(QueryGuidedFusion([1, 1], hidden_dim=128)) == 6_400 * 2 + 1_605_760
-    assert n(MultiSourceGuidedDecoder(in_dim=128, num_sources=2)) == 407_953
-    assert n(ScaledTapPyramid(768, [256, 128], [1, 2])) == 196_864 + 393_344
+    assert n(GuidedUpsamplingDecoder(in_dim=128, num_sources=2)) == 407_953
+    assert n(TapPyramid(768, [256, 128], [1, 2])) == 196_864 + 393_344
     assert n(SpecialistCost(768, 512)) == 1_573_376
 
 
@@ -343,7 +330,7 @@ def test_tiny_gsnet_structure_and_eval_outputs(gsnet_eval):
     model = gsnet_eval
     assert isinstance(model.aggregator.cost_embed, QueryGuidedFusion)
     assert [e.in_channels for e in model.aggregator.cost_embed.embeds] == [1, 1]
-    assert isinstance(model.decoder, MultiSourceGuidedDecoder) and model.guidance_sources == ["clip", "dino"]
+    assert isinstance(model.decoder, GuidedUpsamplingDecoder) and model.guidance_sources == ["clip", "dino"]
     assert model.specialists.dino.encoder.out_indices == [1, 2, 3]
     for mode in ("whole", "slide"):
         model.inference_mode = mode
@@ -409,7 +396,6 @@ def test_max_classes_selects_the_same_classes_for_both_costs():
     (["MODEL.COST.FUSION", "conv"], "embeds exactly one cost volume"),
     (["MODEL.DINO.COST_LAYER", -1], "at least two cost volumes"),
     (["MODEL.DECODER.GUIDANCE_SOURCES", ["clip"]], "GUIDANCE_SOURCES"),
-    (["MODEL.DECODER.NAME", "GuidedUpsamplingDecoder"], "CLIP guidance only"),
     (["MODEL.DINO.GUIDANCE_LAYERS", [1]], "one entry per decoder stage"),
     (["MODEL.DINO.PATCH_SIZE", 16], "multiple of"),
 ])

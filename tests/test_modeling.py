@@ -602,7 +602,7 @@ _TO_OFFICIAL = [
     (r"aggregator\.layers\.(\d+)\.classes\.attn\.mlp\.(.*)", _A + r"layers.\1.attention.MLP.\2"),
     (r"aggregator\.layers\.(\d+)\.classes\.attn\.(norm1|norm2|padding_tokens|padding_guidance)(.*)",
      _A + r"layers.\1.attention.\2\3"),
-    (r"decoder\.guidance_proj\.(.*)", _A + r"decoder_guidance_projection.\1"),
+    (r"decoder\.guidance_proj\.0\.(.*)", _A + r"decoder_guidance_projection.\1"),
     (r"decoder\.stages\.(\d)\.up\.(.*)", lambda m: f"{_A}decoder{int(m.group(1)) + 1}.up.{m.group(2)}"),
     (r"decoder\.stages\.(\d)\.conv\.(.*)", lambda m: f"{_A}decoder{int(m.group(1)) + 1}.conv.double_conv.{m.group(2)}"),
     (r"decoder\.stages\.(\d)\.(cconv|sconv)\.(.*)", lambda m: f"{_A}decoder{int(m.group(1)) + 1}.{m.group(2)}.{m.group(3)}"),

@@ -119,7 +119,7 @@ def test_attention_aware_upsampling_matches_formula():
     sa = F.conv2d(mean_cost.mean(1, keepdim=True), stage.sconv.weight, stage.sconv.bias)
     g_att = g * ca + g * sa + g  # no sigmoid, residual guidance (official)
     expected = stage.conv(torch.cat([up, g_att.repeat_interleave(3, 0)], 1))
-    torch.testing.assert_close(stage(x, g), expected)
+    torch.testing.assert_close(stage(x, [g]), expected)
 
 
 def test_eval_deterministic_and_official_checkpoint_roundtrip(tmp_path):

@@ -57,7 +57,7 @@ CATSEG = OfficialLayout(
         (_A + r"layers\.(\d+)\.attention\.MLP\.(.*)", r"aggregator.layers.\1.classes.attn.mlp.\2"),
         (_A + r"layers\.(\d+)\.attention\.(norm1|norm2|padding_tokens|padding_guidance)(.*)",
          r"aggregator.layers.\1.classes.attn.\2\3"),
-        (_A + r"decoder_guidance_projection\.(.*)", r"decoder.guidance_proj.\1"),
+        (_A + r"decoder_guidance_projection\.(.*)", r"decoder.guidance_proj.0.\1"),
         (_A + r"decoder(\d)\.up\.(.*)", lambda m: f"decoder.stages.{int(m.group(1)) - 1}.up.{m.group(2)}"),
         (_A + r"decoder(\d)\.conv\.double_conv\.(.*)", lambda m: f"decoder.stages.{int(m.group(1)) - 1}.conv.{m.group(2)}"),
         (_A + r"decoder(\d)\.(cconv|sconv)\.(.*)", lambda m: f"decoder.stages.{int(m.group(1)) - 1}.{m.group(2)}.{m.group(3)}"),

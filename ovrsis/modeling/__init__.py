@@ -1,7 +1,6 @@
 """Model parts, each registered so a config can pick it."""
 from .aggregation.catseg import CATSegAggregator
 from .decoders.guided_upsampling import GuidedUpsamplingDecoder
-from .decoders.ripd import MultiSourceGuidedDecoder
 from .encoders.clip import CLIPEncoder
 from .encoders.dino import DINOEncoder
 from .meta_arch import CostAggregationSegmentor
@@ -9,5 +8,5 @@ from .registry import AGGREGATOR_REGISTRY, DECODER_REGISTRY
 
 __all__ = [
     "AGGREGATOR_REGISTRY", "DECODER_REGISTRY", "CATSegAggregator", "CLIPEncoder", "CostAggregationSegmentor",
-    "DINOEncoder", "GuidedUpsamplingDecoder", "MultiSourceGuidedDecoder",
+    "DINOEncoder", "GuidedUpsamplingDecoder", 
 ]

@@ -69,7 +69,6 @@ class CostAggregationSegmentor(nn.Module):
         # frozen specialist encoders (GSNet's DINO): extra cost volumes and decoder guidance
         self.specialists = specialists if specialists is not None else nn.ModuleDict()
         self.guidance_sources = check_guidance_sources(guidance_sources, self.specialists, decoder)
-        self._multi_source_decoder = getattr(decoder, "num_sources", None) is not None
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         self.train_classes = list(train_classes)
@@ -111,7 +110,7 @@ class CostAggregationSegmentor(nn.Module):
         test_classes = vocabulary_of(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else []
         return {
             "clip": clip,
-            "tap_pyramid": TapPyramid(clip.width, m.DECODER.GUIDANCE_DIMS),
+            "tap_pyramid": TapPyramid(clip.width, m.DECODER.GUIDANCE_DIMS, scales=(2, 4)),
             "aggregator": aggregator,
             "decoder": decoder,
             "pixel_mean": m.PIXEL_MEAN,
@@ -175,10 +174,7 @@ class CostAggregationSegmentor(nn.Module):
             if specialist_guidance:
                 guidance[name] = specialist_guidance
         embedding = self.aggregator(cost, dense, text_sel, extra_costs)
-        if self._multi_source_decoder:
-            logits = self.decoder(embedding, [guidance[s] for s in self.guidance_sources])
-        else:
-            logits = self.decoder(embedding, guidance["clip"])
+        logits = self.decoder(embedding, [guidance[s] for s in self.guidance_sources])
         return scatter_selected(logits, idx, len(class_names))
 
     def _to_clip_input(self, images: torch.Tensor) -> torch.Tensor:

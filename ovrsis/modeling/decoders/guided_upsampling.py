@@ -1,5 +1,15 @@
-"""CAT-Seg's decoder: per-class 2× upsampling stages guided by upsampled CLIP taps
-(optionally OVRS's attention-aware guidance)."""
+"""Guided upsampling decoders of the CAT-Seg family, one module for all of them.
+
+Each stage upsamples the per-class embedding 2× and concatenates guidance maps shared by
+the classes of an image, then a DoubleConv. The guidance comes from one or more sources,
+each with its own 3×3 projection per stage:
+
+* CAT-Seg: CLIP taps only;
+* OVRS: CLIP taps re-weighted by attention-aware upsampling (``guidance_attention``);
+* GSNet's Residual Information Preservation Decoder: CLIP + DINO taps (``num_sources=2``),
+  stage 1 ConvT 128→96, [96 + 32 + 32 = 160] → 64 @48²; stage 2 ConvT 64→48, [48 + 16 + 16] → 32;
+* RSKT-Seg's RS-Transfer: CLIP + RemoteCLIP + DINO taps (``num_sources=3``).
+"""
 from __future__ import annotations
 
 from typing import List, Optional, Sequence
@@ -22,48 +32,54 @@ class DoubleConv(nn.Sequential):
 
 
 class GuidedUpStage(nn.Module):
-    """ConvT k2 s2 (C → C − G), concatenate G guidance channels, DoubleConv → out.
+    """ConvT k2 s2 (C → C − G), concatenate N guidance maps of G channels, DoubleConv → out.
 
-    With ``guidance_attention`` (OVRS's attention-aware upsampling) the guidance is first
+    With ``guidance_attention`` (OVRS's attention-aware upsampling) each guidance map is first
     re-weighted by the upsampled cost averaged over classes: channel attention = 1×1 conv of
     its spatial mean, spatial attention = 1×1 conv of its channel mean, and
     g ← g·ca + g·sa + g — no sigmoid, as in the official code.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, guidance_ch: int, guidance_attention: bool = False) -> None:
+    def __init__(self, in_ch: int, out_ch: int, guidance_ch: int, num_sources: int = 1,
+                 guidance_attention: bool = False) -> None:
         super().__init__()
         self.up = nn.ConvTranspose2d(in_ch, in_ch - guidance_ch, kernel_size=2, stride=2)
-        self.conv = DoubleConv(in_ch, out_ch)
+        self.conv = DoubleConv(in_ch + (num_sources - 1) * guidance_ch, out_ch)
         self.guidance_attention = guidance_attention
         if guidance_attention:
             self.cconv = nn.Conv2d(in_ch - guidance_ch, guidance_ch, kernel_size=1)
             self.sconv = nn.Conv2d(1, 1, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, guidance: Optional[torch.Tensor]) -> torch.Tensor:
-        """x: (B·T, C, h, w); guidance: (B, G, 2h, 2w) shared by the T classes of an image."""
+    def forward(self, x: torch.Tensor, guidance: Sequence[torch.Tensor]) -> torch.Tensor:
+        """x: (B·T, C, h, w); guidance: N maps (B, G, 2h, 2w), shared by the T classes of an image."""
         x = self.up(x)
-        if guidance is not None:
-            b = guidance.shape[0]
-            t = x.shape[0] // b
-            if self.guidance_attention:
-                cost = x.view(b, t, *x.shape[1:]).mean(dim=1)
-                channel = self.cconv(cost.mean(dim=(2, 3), keepdim=True))
-                spatial = self.sconv(cost.mean(dim=1, keepdim=True))
-                guidance = guidance * channel + guidance * spatial + guidance
-            x = torch.cat([x, guidance.repeat_interleave(t, dim=0)], dim=1)
-        return self.conv(x)
+        if not guidance:
+            return self.conv(x)
+        b = guidance[0].shape[0]
+        t = x.shape[0] // b
+        if self.guidance_attention:
+            cost = x.view(b, t, *x.shape[1:]).mean(dim=1)
+            channel = self.cconv(cost.mean(dim=(2, 3), keepdim=True))
+            spatial = self.sconv(cost.mean(dim=1, keepdim=True))
+            guidance = [g * channel + g * spatial + g for g in guidance]
+        return self.conv(torch.cat([x, torch.cat(list(guidance), dim=1).repeat_interleave(t, dim=0)], dim=1))
 
 
 class TapPyramid(nn.Module):
-    """Raw CLIP taps (B, width, g, g) → decoder guidance at 2^(i+1)× resolution.
+    """Encoder taps (B, width, g, g) → decoder guidance, tap i upsampled ``scales[i]``×.
 
-    Tap i goes through ConvTranspose k=s=2^(i+1): the shallower tap feeds the coarser stage.
+    Scale 1 is a 1×1 conv, scale s > 1 a ConvTranspose k = s, stride s. CLIP at stride 16:
+    scales (2, 4) (the shallower tap feeds the coarser stage); DINO ViT-B/8 at 384² in GSNet:
+    scales (1, 2).
     """
 
-    def __init__(self, width: int, out_dims: Sequence[int]) -> None:
+    def __init__(self, width: int, out_dims: Sequence[int], scales: Sequence[int] = (2, 4)) -> None:
         super().__init__()
+        if len(out_dims) != len(scales) or any(int(s) < 1 for s in scales):
+            raise ValueError(f"one positive integer scale per tap: out_dims {list(out_dims)} vs scales {list(scales)}")
         self.ups = nn.ModuleList([
-            nn.ConvTranspose2d(width, d, kernel_size=2 ** (i + 1), stride=2 ** (i + 1)) for i, d in enumerate(out_dims)
+            nn.Conv2d(width, d, kernel_size=1) if int(s) == 1 else nn.ConvTranspose2d(width, d, int(s), stride=int(s))
+            for d, s in zip(out_dims, scales)
         ])
 
     def forward(self, taps: Sequence[torch.Tensor]) -> List[torch.Tensor]:
@@ -72,18 +88,31 @@ class TapPyramid(nn.Module):
 
 @DECODER_REGISTRY.register()
 class GuidedUpsamplingDecoder(nn.Module):
-    """(B, T, C, h, w) embedding → (B, T, 4h, 4w) logits."""
+    """(B, T, C, h, w) embedding + guidance from N sources → (B, T, 4h, 4w) logits.
+
+    ``guidance[s][i]``: source s, stage i, (B, guidance_dims[i], 2^(i+1)h, 2^(i+1)w); every
+    source has the same widths but its own projections (``guidance_proj.<s>.<i>``).
+    """
 
     def __init__(self, *, in_dim: int, dims: Sequence[int] = (64, 32), guidance_dims: Sequence[int] = (256, 128),
-                 guidance_proj_dims: Sequence[int] = (32, 16), guidance_attention: bool = False) -> None:
+                 guidance_proj_dims: Sequence[int] = (32, 16), num_sources: int = 1,
+                 guidance_attention: bool = False) -> None:
         super().__init__()
+        if num_sources < 1:
+            raise ValueError("the decoder needs at least one guidance source")
+        if not len(dims) == len(guidance_dims) == len(guidance_proj_dims):
+            raise ValueError(f"MODEL.DECODER.DIMS {list(dims)}, GUIDANCE_DIMS {list(guidance_dims)} and "
+                             f"GUIDANCE_PROJ_DIMS {list(guidance_proj_dims)} must have equal length")
+        self.num_sources = num_sources
         self.guidance_proj = nn.ModuleList([
-            nn.Sequential(nn.Conv2d(d, p, kernel_size=3, padding=1), nn.ReLU())
-            for d, p in zip(guidance_dims, guidance_proj_dims)
+            nn.ModuleList([nn.Sequential(nn.Conv2d(d, p, kernel_size=3, padding=1), nn.ReLU())
+                           for d, p in zip(guidance_dims, guidance_proj_dims)])
+            for _ in range(num_sources)
         ])
         chans = [in_dim, *dims]
         self.stages = nn.ModuleList([
-            GuidedUpStage(chans[i], chans[i + 1], guidance_proj_dims[i], guidance_attention) for i in range(len(dims))
+            GuidedUpStage(chans[i], chans[i + 1], guidance_proj_dims[i], num_sources, guidance_attention)
+            for i in range(len(dims))
         ])
         self.head = nn.Conv2d(dims[-1], 1, kernel_size=3, padding=1)
 
@@ -91,11 +120,14 @@ class GuidedUpsamplingDecoder(nn.Module):
     def from_config(cls, cfg, *, in_dim: int) -> "GuidedUpsamplingDecoder":
         d = cfg.MODEL.DECODER
         return cls(in_dim=in_dim, dims=d.DIMS, guidance_dims=d.GUIDANCE_DIMS, guidance_proj_dims=d.GUIDANCE_PROJ_DIMS,
-                   guidance_attention=d.GUIDANCE_ATTENTION)
+                   num_sources=len(d.GUIDANCE_SOURCES), guidance_attention=d.GUIDANCE_ATTENTION)
 
-    def forward(self, x: torch.Tensor, guidance: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, guidance: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+        if len(guidance) != self.num_sources:
+            raise ValueError(f"decoder built for {self.num_sources} guidance sources, got {len(guidance)}")
+        projected = [[proj(g) for proj, g in zip(projs, maps)] for projs, maps in zip(self.guidance_proj, guidance)]
         b, t = x.shape[:2]
         y = x.flatten(0, 1)
-        for stage, proj, g in zip(self.stages, self.guidance_proj, guidance):
-            y = stage(y, proj(g))
+        for i, stage in enumerate(self.stages):
+            y = stage(y, [maps[i] for maps in projected])
         return self.head(y).view(b, t, *y.shape[-2:])

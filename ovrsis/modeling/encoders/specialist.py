@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..cost.specialist import SpecialistCost
-from ..decoders.ripd import ScaledTapPyramid
+from ..decoders.guided_upsampling import TapPyramid
 from .dino import DINOEncoder
 
 
@@ -23,7 +23,7 @@ class SpecialistStream(nn.Module):
     """Encoder returning ``num_guidance`` guidance maps, then (if ``cost``) the cost map."""
 
     def __init__(self, encoder: nn.Module, num_guidance: int, cost: Optional[SpecialistCost] = None,
-                 taps: Optional[ScaledTapPyramid] = None) -> None:
+                 taps: Optional[TapPyramid] = None) -> None:
         super().__init__()
         if (taps is None) != (num_guidance == 0):
             raise ValueError("a specialist stream needs tap projections exactly when it gives guidance")
@@ -80,7 +80,7 @@ def build_dino_stream(cfg, *, clip_image_size: int, clip_grid: int, text_dim: in
                              f"(MODEL.DECODER.GUIDANCE_DIMS {dims})")
         scales = [_integer_ratio(clip_grid * 2 ** (i + 1), grid, f"decoder stage {i} grid vs DINO grid")
                   for i in range(len(dims))]
-        taps = ScaledTapPyramid(d.WIDTH, dims, scales)
+        taps = TapPyramid(d.WIDTH, dims, scales)
     return SpecialistStream(encoder, len(guidance_layers), cost, taps)
 
 
@@ -102,10 +102,7 @@ def check_guidance_sources(sources: Sequence[str], specialists: nn.ModuleDict, d
     if unknown or unused or len(set(sources)) != len(sources):
         raise ValueError(f"MODEL.DECODER.GUIDANCE_SOURCES {sources} must list each guidance source once; "
                          f"available: {available} (a specialist with guidance layers must be listed)")
-    num = getattr(decoder, "num_sources", None)
-    if num is None and sources != ["clip"]:
-        raise ValueError(f"decoder {type(decoder).__name__} takes CLIP guidance only; use MultiSourceGuidedDecoder "
-                         f"for MODEL.DECODER.GUIDANCE_SOURCES {sources}")
-    if num is not None and num != len(sources):
+    num = getattr(decoder, "num_sources", 1)
+    if num != len(sources):
         raise ValueError(f"decoder built for {num} guidance sources, MODEL.DECODER.GUIDANCE_SOURCES has {sources}")
     return sources
