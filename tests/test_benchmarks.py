@@ -32,13 +32,9 @@ QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
 
 
 @pytest.fixture(autouse=True)
-def _one_thread(tmp_path, monkeypatch):
-    """Tiny models run fastest single-threaded on a shared CPU; caches stay in tmp."""
+def _isolated(tmp_path, monkeypatch, one_thread):
+    """Single-threaded (conftest.py); caches stay in tmp."""
     monkeypatch.setenv("OVRSIS_CACHE", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def load_script(path: Path):

@@ -47,11 +47,8 @@ GSNET_TINY = [
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs single-threaded (see conftest.py)."""
 
 
 def tiny_dino(seed: int = 0, **kw) -> DINOEncoder:

@@ -77,13 +77,8 @@ SLIDE = ["TEST.SLIDE.WINDOW", 64, "TEST.SLIDE.OVERLAP", 0.5, "TEST.SLIDE.CANVAS"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine OpenMP
-    spin-waiting makes them several times slower; restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs single-threaded (see conftest.py)."""
 
 
 @pytest.fixture(scope="module")

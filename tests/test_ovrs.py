@@ -26,11 +26,8 @@ OVRS = [*ROTATIONS, "MODEL.DECODER.GUIDANCE_ATTENTION", True]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs single-threaded (see conftest.py)."""
 
 
 def clip_input(model, seed: int = 0) -> torch.Tensor:
