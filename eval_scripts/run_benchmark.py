@@ -27,7 +27,7 @@ from typing import Any
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser
 from detectron2.evaluation import inference_on_dataset
 from detectron2.utils import comm
@@ -37,6 +37,7 @@ from ovrsis.checkpoint import OVRSISCheckpointer
 from ovrsis.data.benchmarks import (PROTOCOLS, RECORDS, SUITES, InferenceProtocol, Suite, get_protocol, get_suite,
                                     inference_from_config)
 from ovrsis.engine import Trainer, launch, setup_cfg
+from ovrsis.modeling.meta_arch import vocabulary_of
 from ovrsis.evaluation import OpenVocabSemSegEvaluator
 from ovrsis.evaluation.benchmark_table import DatasetResult, to_csv, to_markdown
 from ovrsis.evaluation.sem_seg_evaluator import json_safe
@@ -138,8 +139,7 @@ def evaluate_suite(cfg: CfgNode, suite: Suite, output: str, override: str | None
             images = len(DatasetCatalog.get(name))
             logger.info("[%d/%d] %s: %d images, protocol %s", index, len(suite.datasets), name, images,
                         protocol.describe())
-            meta = MetadataCatalog.get(name)
-            model.set_vocabulary(meta.get("prompt_classes", None) or meta.stuff_classes)
+            model.set_vocabulary(vocabulary_of(name))
             evaluator = OpenVocabSemSegEvaluator(name, distributed=True,
                                                  output_dir=os.path.join(output, "inference", name), inference=protocol)
             start = time.perf_counter()

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Type
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
 from detectron2.modeling import build_model
@@ -31,6 +31,7 @@ from ..checkpoint import OVRSISCheckpointer
 from ..data import SemanticSegmentationMapper
 from ..data.benchmarks import inference_from_config
 from ..evaluation import OpenVocabSemSegEvaluator
+from ..modeling.meta_arch import vocabulary_of
 
 logger = logging.getLogger(__name__)
 
@@ -178,8 +179,7 @@ class Trainer(DefaultTrainer):
         """Evaluate every ``DATASETS.TEST`` dataset with its own vocabulary."""
         results: "OrderedDict[str, Dict]" = OrderedDict()
         for idx, name in enumerate(cfg.DATASETS.TEST):
-            meta = MetadataCatalog.get(name)
-            unwrap(model).set_vocabulary(meta.get("prompt_classes", None) or meta.stuff_classes)
+            unwrap(model).set_vocabulary(vocabulary_of(name))
             loader = cls.build_test_loader(cfg, name)
             evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, name)
             if isinstance(evaluator, (list, tuple)):

@@ -30,8 +30,10 @@ logger = logging.getLogger(__name__)
 
 
 def vocabulary_of(dataset_name: str) -> List[str]:
-    """Class names of a registered dataset (its ``stuff_classes`` metadata)."""
-    return list(MetadataCatalog.get(dataset_name).get("stuff_classes", []) or [])
+    """The class names a model scores on a registered dataset: its ``prompt_classes`` where it
+    declares them (GSNet's sets evaluate one class fewer than they register), else ``stuff_classes``."""
+    meta = MetadataCatalog.get(dataset_name)
+    return list(meta.get("prompt_classes", None) or meta.get("stuff_classes", None) or [])
 
 
 @META_ARCH_REGISTRY.register()
@@ -235,7 +237,7 @@ class CostAggregationSegmentor(nn.Module):
         kernel = self.slide_window
         stride = int(kernel * (1 - self.slide_overlap))
         canvas = self.slide_canvas
-        raw = x["image"].to(self.device, torch.float32).unsqueeze(0)
+        raw = x["image"].to(self.device, torch.float32).unsqueeze(0)  # resized before normalising, as official
         h, w = raw.shape[-2:]
         resized = F.interpolate(raw, size=canvas, mode="bilinear", align_corners=False)
         tiles = F.unfold(resized, kernel_size=kernel, stride=stride)  # (1, 3·k·k, L)
@@ -244,7 +246,7 @@ class CostAggregationSegmentor(nn.Module):
         if self.slide_global_view:
             whole = F.interpolate(raw, size=(kernel, kernel), mode="bilinear", align_corners=False)
             tiles = torch.cat([tiles, whole], dim=0)
-        clip_in = self._to_clip_input((tiles - self.pixel_mean) / self.pixel_std)
+        clip_in = self._to_clip_input(self._normalize(tiles))
         probs = F.interpolate(self.predict_logits(clip_in, classes), size=(kernel, kernel),
                               mode="bilinear", align_corners=False).sigmoid()
         t = probs.shape[1]
