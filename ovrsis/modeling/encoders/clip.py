@@ -194,6 +194,7 @@ class CLIPEncoder(nn.Module):
         self.synonyms = synonyms
         self.cache_text = cache_text
         self._text_cache: Dict[tuple, torch.Tensor] = {}
+        self._token_cache: Dict[str, object] = {}
         self._pos_cache: Dict[tuple, torch.Tensor] = {}
         self.finetune = finetune
         self._set_trainable(finetune)
@@ -300,6 +301,15 @@ class CLIPEncoder(nn.Module):
         state = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params)
         return (tuple(class_names), tuple(self.templates), self.synonyms, state)
 
+    def _tokens(self, class_names: Sequence[str], device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Tokens of every prompt and its (class, template) slot; they depend only on the
+        vocabulary, so fine-tuning steps reuse them instead of re-tokenising."""
+        key = (tuple(class_names), tuple(self.templates), self.synonyms, device)
+        if self._token_cache.get("key") != key:
+            texts, slots = expand_prompts(class_names, self.templates, self.synonyms)
+            self._token_cache = {"key": key, "value": (self.tokenizer(texts).to(device), slots.to(device))}
+        return self._token_cache["value"]
+
     def encode_text(self, class_names: Sequence[str]) -> torch.Tensor:
         """L2-normalised text embeddings (T, P, C) for T class names and P templates.
 
@@ -312,14 +322,14 @@ class CLIPEncoder(nn.Module):
         key = self._text_key(class_names) if cacheable else None
         if key is not None and key in self._text_cache:
             return self._text_cache[key]
-        texts, slots = expand_prompts(class_names, self.templates, self.synonyms)
         device = self.token_embedding.weight.device
+        tokens, slots = self._tokens(class_names, device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not cacheable):
-            emb = F.normalize(self._encode_tokens(self.tokenizer(texts).to(device)), dim=-1)
+            emb = F.normalize(self._encode_tokens(tokens), dim=-1)
             num_slots = len(class_names) * len(self.templates)
-            if len(texts) != num_slots:  # average synonyms into their (class, template) slot
+            if len(tokens) != num_slots:  # average synonyms into their (class, template) slot
                 emb = torch.zeros(num_slots, emb.shape[-1], device=device, dtype=emb.dtype).index_add_(
-                    0, slots.to(device), emb)
+                    0, slots, emb)
                 emb = F.normalize(emb, dim=-1)
             emb = emb.view(len(class_names), len(self.templates), -1)
         if key is not None:
