@@ -58,6 +58,20 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.DINO.COST_LAYER = 11  # block (0-based, final-normed) projected 2x2 s2 into the text space; -1 = no cost
     cfg.MODEL.DINO.GUIDANCE_LAYERS = [3, 7]  # blocks guiding decoder stages 1, 2 (1x1 conv / ConvT k2 s2); [] = none
 
+    # --- perturbation stage (Pi-Seg SPMs): between the encoders and the cost; training only ----
+    cfg.MODEL.PERTURBATION = CN()
+    cfg.MODEL.PERTURBATION.TEXT = CN()
+    cfg.MODEL.PERTURBATION.TEXT.ENABLED = False  # Text-SPM: T + |σ_t|⊙Z + μ_t, learnable μ_t, σ_t ∈ R^C
+    cfg.MODEL.PERTURBATION.TEXT.INIT_STD = 0.02  # σ_t of Table VII(b): std of the N(0, σ_t) init of μ_t, σ_t
+    cfg.MODEL.PERTURBATION.TEXT.NOISE = "gaussian"  # Z: gaussian | laplace | uniform | student_t | gumbel
+    cfg.MODEL.PERTURBATION.TEXT.STUDENT_T_DF = 3.0  # degrees of freedom of student_t noise (> 2)
+    cfg.MODEL.PERTURBATION.IMAGE = CN()
+    cfg.MODEL.PERTURBATION.IMAGE.ENABLED = False  # Image-SPM: text-guided cross-attention predicts μ_v, σ_v per location
+    cfg.MODEL.PERTURBATION.IMAGE.REDUCTION = 1  # r: attention width C // r (released configs 1; paper text 2)
+    cfg.MODEL.PERTURBATION.IMAGE.NOISE = "gaussian"  # Z: gaussian | laplace | uniform | student_t | gumbel
+    cfg.MODEL.PERTURBATION.IMAGE.STUDENT_T_DF = 3.0  # degrees of freedom of student_t noise (> 2)
+    cfg.MODEL.PERTURBATION.DIAGNOSTICS_PERIOD = 0  # log corr with/without noise, Δ, GT gap every N iters (0 = off)
+
     # --- cost aggregation -----------------------------------------------------------------
     cfg.MODEL.AGGREGATOR = CN()
     cfg.MODEL.AGGREGATOR.NAME = "CATSegAggregator"  # registry name (ovrsis.modeling.AGGREGATOR_REGISTRY)

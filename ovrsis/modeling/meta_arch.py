@@ -22,6 +22,7 @@ from .cost.volume import cosine_cost, scatter_selected, select_top_classes
 from .decoders.guided_upsampling import TapPyramid
 from .encoders.clip import CLIPEncoder
 from .encoders.specialist import build_specialists, check_guidance_sources
+from .perturbation import PerturbationStage, build_perturbation
 from .losses import per_class_bce
 from .tiling import TilingSettings, tiled_probabilities
 from .registry import AGGREGATOR_REGISTRY, DECODER_REGISTRY
@@ -53,7 +54,8 @@ class CostAggregationSegmentor(nn.Module):
                  slide_window: int = 384, slide_overlap: float = 0.333, slide_canvas: Sequence[int] = (640, 640),
                  slide_global_view: bool = True, stretch_padding: bool = False, size_divisibility: int = 32,
                  tiling: TilingSettings = TilingSettings(), specialists: Optional[nn.ModuleDict] = None,
-                 guidance_sources: Sequence[str] = ("clip",)) -> None:
+                 guidance_sources: Sequence[str] = ("clip",),
+                 perturbation: Optional[PerturbationStage] = None) -> None:
         super().__init__()
         if inference_mode not in ("whole", "slide", "tiled"):
             raise ValueError(f"TEST.INFERENCE_MODE must be 'whole', 'slide' or 'tiled', got {inference_mode!r}")
@@ -88,6 +90,8 @@ class CostAggregationSegmentor(nn.Module):
         self.stretch_padding = stretch_padding
         self.size_divisibility = size_divisibility
         self.tiling = tiling
+        # training-only perturbation of the cost's inputs (Pi-Seg SPMs); identity at evaluation
+        self.perturbation = perturbation if perturbation is not None else PerturbationStage()
 
     @classmethod
     def from_config(cls, cfg) -> Dict:
@@ -134,6 +138,7 @@ class CostAggregationSegmentor(nn.Module):
             "tiling": TilingSettings.from_config(cfg.TEST.TILED),
             "specialists": specialists,
             "guidance_sources": m.DECODER.GUIDANCE_SOURCES,
+            "perturbation": build_perturbation(cfg, clip.embed_dim),
         }
 
     @property
@@ -157,14 +162,15 @@ class CostAggregationSegmentor(nn.Module):
         b = clip_images.shape[0]
         dense_all, taps_all = self.clip.encode_image(rotate_batch(clip_images, self.rotations))
         dense, taps = dense_all[:b], [t[:b] for t in taps_all]  # guidance: the unrotated pass
+        dense_all = self.perturbation.perturb_image(dense_all, text)  # the cost's image side only
         if len(self.rotations) == 1:
-            return cosine_cost(dense, text), dense, taps
+            return cosine_cost(dense_all, text), dense, taps
         views = unrotate(F.normalize(dense_all, dim=1), self.rotations, b)  # (B, R, C, g, g)
         return fuse_rotation_costs(cosine_cost(views, text), self.rotation_fusion), dense, taps
 
     def predict_logits(self, clip_images: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
         """CLIP-normalised images at the CLIP resolution (B, 3, S, S) → logits (B, T, 4g, 4g)."""
-        text = self.clip.encode_text(class_names)  # (T, P, C), normalised
+        text = self.perturbation.perturb_text(self.clip.encode_text(class_names))  # (T, P, C), normalised
         cost, dense, taps = self.cost_volume(clip_images, text)
         cost, text_sel, idx = select_top_classes(cost, text, self.max_classes)
         guidance = {"clip": self.tap_pyramid(taps)}
