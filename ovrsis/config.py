@@ -129,6 +129,11 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0  # RandomCrop_CategoryAreaConstraint
     cfg.INPUT.COLOR_AUG_SSD = True  # photometric jitter (brightness, contrast, saturation, hue)
     cfg.INPUT.FORMAT = "RGB"
+    cfg.INPUT.RASTER = CN()  # stored values → 8-bit RGB (ovrsis.data.raster); per dataset in DATASETS.REGISTER
+    cfg.INPUT.RASTER.BANDS = []  # 1-based bands feeding R, G, B (Landsat-8: [4, 3, 2]); [] = 1 (grey) or 3 bands
+    cfg.INPUT.RASTER.SCALING = "auto"  # auto (8-bit only) | fixed (RANGE) | percentile (per image) | percentile_dataset
+    cfg.INPUT.RASTER.RANGE = [0.0, 255.0]  # fixed scaling: stored [low, high] → [0, 255]
+    cfg.INPUT.RASTER.PERCENTILES = [2.0, 98.0]  # percentile stretches: [low, high] percent → [0, 255]
 
     # --- data -------------------------------------------------------------------------------
     cfg.DATASETS.ROOT = ""  # dataset root; "" = $DETECTRON2_DATASETS or ./datasets

@@ -88,7 +88,7 @@ def test_vocabulary_errors_name_the_file(tmp_path):
     empty.write_text("\n\n")
     with pytest.raises(ValueError, match="empty.txt"):
         load_class_names(empty)
-    with pytest.raises(FileNotFoundError, match="missing.json"):
+    with pytest.raises(ValueError, match="missing.json.*does not exist"):
         load_class_names(tmp_path / "missing.json")
     with pytest.raises(ValueError, match="empty"):
         load_class_names([])

@@ -15,19 +15,18 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
+from ..errors import ConfigError, DatasetError, close_names
+from .raster import RASTER_EXTENSIONS, RasterError, RasterSettings, raster_info
 from .vocabulary import VocabularySpec, load_class_names
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_EXTENSIONS = RASTER_EXTENSIONS
+_RASTER_KEYS = {"BANDS", "SCALING", "RANGE", "PERCENTILES"}  # per-dataset INPUT.RASTER overrides
 _REGISTER_KEYS = {
     "IMAGE_ROOT", "MASK_ROOT", "CLASS_NAMES", "IGNORE_VALUE",
-    "SEEN_CLASSES", "UNSEEN_CLASSES", "IMAGE_EXT", "MASK_EXT",
+    "SEEN_CLASSES", "UNSEEN_CLASSES", "IMAGE_EXT", "MASK_EXT", *_RASTER_KEYS,
 }
 _REQUIRED_REGISTER_KEYS = ("IMAGE_ROOT", "MASK_ROOT", "CLASS_NAMES")
 _EXAMPLES = 5  # how many offending names an error message lists
-
-
-class DatasetError(ValueError):
-    """A dataset on disk does not match what its registration promises."""
 
 
 def dataset_root(cfg: CfgNode | None = None) -> str:
@@ -48,9 +47,10 @@ def check_mask_values(mask: np.ndarray, num_classes: int, ignore_value: int, pat
     so they are caught where a mask is read.
     """
     if mask.ndim != 2:
+        kind = "colour-coded (RGB) labels" if mask.ndim == 3 and mask.shape[2] in (3, 4) else "several channels"
         raise DatasetError(
-            f"mask {path} has shape {mask.shape}; expected a single-channel index map "
-            "(convert colour-coded labels to class ids offline)"
+            f"mask {path} has shape {mask.shape}: {kind}; expected a single-channel index map of class ids "
+            "(convert colour-coded labels to ids offline, e.g. with ovrsis.data.prepare's colour maps)"
         )
     if mask.dtype.kind == "u" and mask.dtype.itemsize <= 2:  # bincount is linear-time, np.unique sorts
         values = np.flatnonzero(np.bincount(mask.ravel()))
@@ -65,12 +65,27 @@ def check_mask_values(mask: np.ndarray, num_classes: int, ignore_value: int, pat
 
 
 def read_mask(path: str) -> np.ndarray:
-    """Read an index mask as stored (palette PNGs give their indices, not colours)."""
+    """Read an index mask as stored: (H, W) for single-band files, (H, W, C) otherwise.
+
+    PNG/BMP through Pillow (palette PNGs give their indices, not colours; 16-bit PNGs keep
+    their values); TIFF and other GDAL formats through rasterio. Raises :class:`DatasetError`
+    naming the file for an unreadable, empty or truncated file.
+    """
+    if os.path.splitext(path)[1].lower() in (".png", ".bmp", ".gif"):
+        try:
+            with Image.open(path) as mask:
+                return np.asarray(mask)
+        except (OSError, ValueError, SyntaxError) as err:
+            size = os.path.getsize(path) if os.path.isfile(path) else None
+            detail = "no such file" if size is None else ("empty file" if size == 0 else f"{size} bytes: {err}")
+            raise DatasetError(f"cannot read mask {path}: {detail}") from err
+    from .raster import read_raster
+
     try:
-        with Image.open(path) as mask:
-            return np.asarray(mask)
-    except (OSError, ValueError, SyntaxError) as err:
-        raise DatasetError(f"cannot read mask {path}: {err}") from err
+        array = read_raster(path)[0]
+    except RasterError as err:
+        raise DatasetError(str(err).replace("cannot read image", "cannot read mask")) from err
+    return array[:, :, 0] if array.shape[2] == 1 else array
 
 
 def load_folder_dataset(
@@ -79,15 +94,16 @@ def load_folder_dataset(
     mask_root: str,
     image_ext: str | None = None,
     mask_ext: str = ".png",
+    config_key: str | None = None,
 ) -> list[dict]:
     """List paired image/mask records, sorted by stem.
 
     ``image_ext=None`` accepts any of :data:`IMAGE_EXTENSIONS`. Height and width come
-    from the image header only (no decoding).
+    from the image header only (no decoding). ``config_key`` is named in errors.
     """
     image_exts = (_normalise_ext(image_ext),) if image_ext else IMAGE_EXTENSIONS
-    images = _files_by_stem(name, "image", image_root, image_exts)
-    masks = _files_by_stem(name, "mask", mask_root, (_normalise_ext(mask_ext),))
+    images = _files_by_stem(name, "image", image_root, image_exts, config_key and f"{config_key}.IMAGE_ROOT")
+    masks = _files_by_stem(name, "mask", mask_root, (_normalise_ext(mask_ext),), config_key and f"{config_key}.MASK_ROOT")
     if not images:
         raise DatasetError(
             f"dataset {name!r}: no images with extension {' / '.join(image_exts)} in {image_root}"
@@ -103,6 +119,7 @@ def load_folder_dataset(
                 "height": height,
                 "width": width,
                 "image_id": stem,
+                "dataset_name": name,
             }
         )
     return records
@@ -119,14 +136,19 @@ def register_folder_dataset(
     image_ext: str | None = None,
     mask_ext: str = ".png",
     before_load: Callable[[], object] | None = None,
+    config_key: str | None = None,
+    raster: RasterSettings | None = None,
 ) -> None:
     """Register ``name`` in detectron2's catalogs, replacing any earlier registration.
 
     Metadata is set and checked now; the folders are read only when the dataset is
     requested (``DatasetCatalog.get``), so a dataset can be registered before it exists.
     ``before_load`` runs first at that point (the synthetic dataset generates itself).
+    ``config_key`` (e.g. ``DATASETS.REGISTER.my_set``) is named in errors. ``raster``
+    overrides ``INPUT.RASTER`` for this dataset's images (bands, value scaling).
     """
-    classes = load_class_names(class_names)
+    key = config_key or f"dataset {name!r}"
+    classes = load_class_names(class_names, f"{key}.CLASS_NAMES" if config_key else f"{key} class names")
     seen = _subset(name, "seen", seen_classes, classes)
     unseen = _subset(name, "unseen", unseen_classes, classes)
     both = sorted(set(seen) & set(unseen))
@@ -137,7 +159,11 @@ def register_folder_dataset(
     def load() -> list[dict]:
         if before_load is not None:
             before_load()
-        return load_folder_dataset(name, image_root, mask_root, image_ext, mask_ext)
+        records = load_folder_dataset(name, image_root, mask_root, image_ext, mask_ext, config_key)
+        if raster is not None:
+            for record in records:
+                record["raster"] = raster.as_dict()
+        return records
 
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
@@ -152,6 +178,7 @@ def register_folder_dataset(
         evaluator_type="sem_seg",
         image_root=image_root,
         sem_seg_root=mask_root,
+        raster=raster.as_dict() if raster is not None else None,
     )
 
 
@@ -177,10 +204,13 @@ def register_datasets_from_config(cfg: CfgNode) -> None:
             mask_root=os.path.join(root, os.path.expanduser(entry.MASK_ROOT)),
             class_names=entry.CLASS_NAMES,
             ignore_value=entry.get("IGNORE_VALUE", 255),
-            seen_classes=_optional_vocabulary(entry.get("SEEN_CLASSES")),
-            unseen_classes=_optional_vocabulary(entry.get("UNSEEN_CLASSES")),
+            seen_classes=_optional_vocabulary(entry.get("SEEN_CLASSES"), f"DATASETS.REGISTER.{name}.SEEN_CLASSES"),
+            unseen_classes=_optional_vocabulary(entry.get("UNSEEN_CLASSES"),
+                                                f"DATASETS.REGISTER.{name}.UNSEEN_CLASSES"),
             image_ext=entry.get("IMAGE_EXT") or None,
             mask_ext=entry.get("MASK_EXT") or ".png",
+            config_key=f"DATASETS.REGISTER.{name}",
+            raster=_raster_settings(name, entry, RasterSettings.from_config(cfg.INPUT.RASTER)),
         )
     synthetic = cfg.DATASETS.SYNTHETIC
     register_synthetic_datasets(
@@ -193,11 +223,17 @@ def register_datasets_from_config(cfg: CfgNode) -> None:
 
 
 def _image_size(name: str, path: str) -> tuple[int, int]:
+    """(width, height) from the header: Pillow for common formats, rasterio when Pillow cannot."""
     try:
         with Image.open(path) as image:  # reads the header only
             return image.size
-    except (OSError, ValueError, SyntaxError) as err:
-        raise DatasetError(f"dataset {name!r}: cannot read image {path}: {err}") from err
+    except (OSError, ValueError, SyntaxError):
+        pass
+    try:
+        info = raster_info(path)
+    except RasterError as err:
+        raise DatasetError(f"dataset {name!r}: {err}") from err
+    return info.width, info.height
 
 
 def _normalise_ext(ext: str) -> str:
@@ -205,9 +241,12 @@ def _normalise_ext(ext: str) -> str:
     return ext if ext.startswith(".") else "." + ext
 
 
-def _files_by_stem(name: str, kind: str, folder: str, exts: Sequence[str]) -> dict[str, str]:
+def _files_by_stem(name: str, kind: str, folder: str, exts: Sequence[str], key: str | None = None
+                   ) -> dict[str, str]:
     if not os.path.isdir(folder):
-        raise DatasetError(f"dataset {name!r}: {kind} folder not found: {os.path.abspath(folder)}")
+        state = "is a file, not a folder" if os.path.exists(folder) else "not found"
+        where = f" (set by {key}, relative to DATASETS.ROOT)" if key else ""
+        raise DatasetError(f"dataset {name!r}: {kind} folder {state}: {os.path.abspath(folder)}{where}")
     files: dict[str, str] = {}
     for entry in os.scandir(folder):
         stem, ext = os.path.splitext(entry.name)
@@ -248,22 +287,34 @@ def _subset(name: str, kind: str, subset: Sequence[str] | None, classes: Sequenc
     subset = list(subset or [])
     unknown = [c for c in subset if c not in classes]
     if unknown:
-        raise ValueError(f"dataset {name!r}: {kind} classes {unknown} are not in its class list")
+        hints = "".join(close_names(c, classes, 1) for c in unknown[:3])
+        raise ConfigError(f"dataset {name!r}: {kind} classes {unknown} are not in its class list{hints}")
     return subset
 
 
-def _optional_vocabulary(spec) -> list[str] | None:
-    return load_class_names(spec) if spec else None
+def _optional_vocabulary(spec, key: str) -> list[str] | None:
+    return load_class_names(spec, key) if spec else None
+
+
+def _raster_settings(name: str, entry, base: RasterSettings) -> RasterSettings | None:
+    """A REGISTER entry's own raster settings (over ``base``, INPUT.RASTER) when it sets any of
+    BANDS/SCALING/RANGE/PERCENTILES."""
+    if not _RASTER_KEYS & set(entry):
+        return None
+    return RasterSettings.from_config(entry, key=f"DATASETS.REGISTER.{name}", base=base)
 
 
 def _check_register_entry(name: str, entry) -> None:
     """Unknown keys are typos that would otherwise be silently ignored."""
     if not isinstance(entry, Mapping):
-        raise ValueError(f"DATASETS.REGISTER.{name} must be a mapping of {sorted(_REGISTER_KEYS)}")
-    unknown = sorted(set(entry) - _REGISTER_KEYS)
-    missing = [key for key in _REQUIRED_REGISTER_KEYS if not entry.get(key)]
-    if unknown or missing:
-        raise ValueError(
-            f"DATASETS.REGISTER.{name}: unknown keys {unknown}, missing keys {missing}; "
-            f"allowed: {sorted(_REGISTER_KEYS)}"
+        raise ConfigError(f"DATASETS.REGISTER.{name} must be a mapping of {sorted(_REGISTER_KEYS)}")
+    problems = [f"unknown key {key!r}{close_names(key, _REGISTER_KEYS, 1)}" for key in sorted(set(entry) - _REGISTER_KEYS)]
+    for key in _REQUIRED_REGISTER_KEYS:
+        if key not in entry:
+            problems.append(f"missing key {key!r}")
+        elif entry[key] in ("", None) or (isinstance(entry[key], (list, tuple)) and not entry[key]):
+            problems.append(f"{key} is empty")
+    if problems:
+        raise ConfigError(
+            f"DATASETS.REGISTER.{name}: " + "; ".join(problems) + f" (keys: {sorted(_REGISTER_KEYS)})"
         )

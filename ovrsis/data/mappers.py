@@ -8,17 +8,19 @@ stay those of the original, the size the prediction is scored at.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 import torch
 from detectron2.config import CfgNode, configurable
-from detectron2.data import MetadataCatalog
-from detectron2.data import detection_utils as utils
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 
+from ..errors import ConfigError
 from .folder_dataset import DatasetError, check_mask_values, read_mask
+from .raster import RasterSettings, dataset_percentiles, read_raster, to_rgb8
 
 
 class ColorJitterTransform(T.Transform):
@@ -104,10 +106,18 @@ class SemanticSegmentationMapper:
         num_classes: int | None = None,
         ignore_value: int = 255,
         pad_to: tuple[int, int] | None = None,
+        raster: RasterSettings = RasterSettings(),
+        dataset_stats: dict | None = None,
     ):
-        """``num_classes``/``ignore_value`` validate masks (training); ``pad_to`` is (h, w)."""
+        """``num_classes``/``ignore_value`` validate masks (training); ``pad_to`` is (h, w).
+        ``raster`` turns stored values into RGB (a record's own ``raster`` entry wins);
+        ``dataset_stats`` maps a dataset name to its ``percentile_dataset`` statistics."""
         if is_train and num_classes is None:
             raise ValueError("a training mapper needs num_classes to check masks")
+        if image_format not in ("RGB", "BGR"):
+            raise ConfigError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got {image_format!r}")
+        self.raster = raster
+        self.dataset_stats = dict(dataset_stats or {})
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
@@ -119,11 +129,15 @@ class SemanticSegmentationMapper:
     def from_config(cls, cfg: CfgNode, is_train: bool = True, dataset_name: str | None = None) -> dict:
         """Training reads the vocabulary size and ignore value from ``dataset_name``'s metadata
         (default: the training datasets, which must then agree)."""
+        names = [dataset_name] if dataset_name else list(cfg.DATASETS.TRAIN if is_train else ())
+        raster = RasterSettings.from_config(cfg.INPUT.RASTER)
+        stats = _percentile_stats(names, raster)
         if not is_train:
             augmentations = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)]
-            return {"is_train": False, "augmentations": augmentations, "image_format": cfg.INPUT.FORMAT}
+            return {"is_train": False, "augmentations": augmentations, "image_format": cfg.INPUT.FORMAT,
+                    "raster": raster, "dataset_stats": stats}
 
-        num_classes, ignore_value = _label_space([dataset_name] if dataset_name else cfg.DATASETS.TRAIN)
+        num_classes, ignore_value = _label_space(names)
         augmentations = [
             T.ResizeShortestEdge(
                 cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
@@ -151,11 +165,13 @@ class SemanticSegmentationMapper:
             "num_classes": num_classes,
             "ignore_value": ignore_value,
             "pad_to": pad_to,
+            "raster": raster,
+            "dataset_stats": stats,
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
         record = copy.deepcopy(dataset_dict)
-        image = self._read_image(record["file_name"])
+        image = self._read_image(record)
         record.setdefault("height", image.shape[0])
         record.setdefault("width", image.shape[1])
         if not self.is_train:
@@ -181,11 +197,18 @@ class SemanticSegmentationMapper:
         record["sem_seg"] = torch.as_tensor(mask.astype(np.int64))
         return record
 
-    def _read_image(self, path: str) -> np.ndarray:
-        try:
-            return utils.read_image(path, format=self.image_format)
-        except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for unreadable files
-            raise DatasetError(f"cannot read image {path}: {err}") from err
+    def _read_image(self, record: dict) -> np.ndarray:
+        """uint8 (H, W, 3) in ``image_format`` through the one raster path (ovrsis.data.raster)."""
+        settings = RasterSettings.from_dict(record["raster"]) if "raster" in record else self.raster
+        if settings.scaling == "percentile_dataset" and settings.dataset_stats is None:
+            stats = self.dataset_stats.get(record.get("dataset_name"))
+            if stats is None:
+                raise ConfigError(f"{settings.key}.SCALING 'percentile_dataset': no statistics for the dataset of "
+                                  f"{record['file_name']}")
+            settings = dataclasses.replace(settings, dataset_stats=stats)
+        array, info = read_raster(record["file_name"])
+        rgb = to_rgb8(array, info, settings)
+        return rgb[:, :, ::-1].copy() if self.image_format == "BGR" else rgb
 
     def _pad(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pad bottom/right up to ``pad_to``: zeros in the image, ignore in the mask."""
@@ -198,18 +221,35 @@ class SemanticSegmentationMapper:
         return image, mask
 
 
+def _percentile_stats(dataset_names: Sequence[str], default: RasterSettings) -> dict:
+    """``percentile_dataset`` statistics of each dataset that uses that scaling (else nothing)."""
+    stats = {}
+    for name in dataset_names:
+        own = MetadataCatalog.get(name).get("raster", None)
+        settings = RasterSettings.from_dict(own) if own else default
+        if settings.scaling == "percentile_dataset":
+            files = [r["file_name"] for r in DatasetCatalog.get(name)]
+            stats[name] = dataset_percentiles(files, settings)
+    return stats
+
+
 def _label_space(dataset_names: Sequence[str]) -> tuple[int, int]:
     """(number of classes, ignore value) shared by the given datasets."""
-    spaces = {
-        (len(MetadataCatalog.get(name).stuff_classes), MetadataCatalog.get(name).ignore_label)
-        for name in dataset_names
-    }
+    if not dataset_names:
+        raise ConfigError("DATASETS.TRAIN is empty: name at least one registered training dataset")
+    spaces = {}
+    for name in dataset_names:
+        meta = MetadataCatalog.get(name)
+        spaces.setdefault((tuple(meta.stuff_classes), meta.ignore_label), []).append(name)
     if len(spaces) != 1:
-        raise ValueError(
-            f"training datasets {list(dataset_names)} differ in (num_classes, ignore) {sorted(spaces)}; "
-            "build one mapper per dataset"
-        )
-    return spaces.pop()
+        described = "; ".join(f"{names}: {len(c)} classes {list(c)[:6]}{' ...' if len(c) > 6 else ''}, ignore {i}"
+                              for (c, i), names in spaces.items())
+        raise ConfigError(
+            f"DATASETS.TRAIN {list(dataset_names)} do not share one label space ({described}). One training run "
+            "has one vocabulary: train on one of them, or prepare them with the same class list and ignore "
+            "value (remap their masks to one CLASS_NAMES list, e.g. with datasets/prepare_*.py) and register "
+            "them with that list")
+    return len(next(iter(spaces))[0]), next(iter(spaces))[1]
 
 
 def _resizable(mask: np.ndarray) -> np.ndarray:

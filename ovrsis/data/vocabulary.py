@@ -1,53 +1,110 @@
-"""Class vocabularies: one loader for every place that takes a list of class names.
+"""Class vocabularies: one loader and one name rule for every place that takes class names.
 
 A vocabulary can be written inline in a config (a list) or shipped as a file, because
 benchmark class lists are long and shared between datasets and prompts.
+
+**The class-name rule** (config lists, ``.txt`` and ``.json`` files, the predictor alike):
+one entry is one class. Inside an entry, a comma separates *sub-prompts* (synonyms):
+``"road, parking lot"`` (CAT-Seg style) and ``"road,parking lot"`` (SegEarth-OV style) are the
+same class with two sub-prompts, ``road`` and ``parking lot``. Whitespace around each
+sub-prompt is dropped. A literal comma inside a sub-prompt is written ``\\,``. How the
+sub-prompts are combined is the model's choice (``MODEL.TEXT.SYNONYMS``: the first, or the
+mean of their embeddings; the training-free segmentor takes the max probability).
+Entries that look like unsplit lists (holding ``;``, ``|`` or a tab) are warned about once.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
 
+from ..errors import ConfigError, check_path
+
+logger = logging.getLogger(__name__)
+
 VocabularySpec = Union[Sequence[str], str, os.PathLike]
+_SEPARATOR = re.compile(r"(?<!\\),")
+_LIST_LIKE = re.compile(r"[;|\t]")
+_warned: set[str] = set()
 
 
-def load_class_names(spec: VocabularySpec) -> list[str]:
-    """Return the class names given inline or by a ``.txt``/``.json`` file.
+def split_subprompts(name: str) -> list[str]:
+    """Sub-prompts of one class entry: ``"road,parking lot"`` → ``["road", "parking lot"]``.
 
-    ``.txt``: one class per line, blank lines skipped. ``.json``: a list of strings.
-    Names are stripped of surrounding whitespace; order is kept because it defines the
-    contiguous class ids.
+    Splits on commas not preceded by a backslash, strips whitespace, turns ``\\,`` into ``,``
+    and drops empty parts. Raises :class:`ConfigError` if nothing is left.
+    """
+    parts = [p.strip().replace("\\,", ",") for p in _SEPARATOR.split(name)]
+    parts = [p for p in parts if p]
+    if not parts:
+        raise ConfigError(f"class name {name!r} holds no sub-prompt")
+    return parts
+
+
+def display_name(name: str) -> str:
+    """Short label of a class entry for tables and legends: its first sub-prompt."""
+    return split_subprompts(name)[0]
+
+
+def load_class_names(spec: VocabularySpec, key: str = "class names") -> list[str]:
+    """Return the class entries given inline or by a ``.txt``/``.json`` file.
+
+    ``.txt``: one class per line, blank lines skipped. ``.json``: a list of strings. Entries
+    are stripped of surrounding whitespace; order is kept because it defines the contiguous
+    class ids. Each entry may hold comma-separated sub-prompts (module docstring).
+
+    Args:
+        spec: a list of names, or a path to a ``.txt``/``.json`` file.
+        key: the config key the vocabulary came from, named in errors.
+
+    Raises:
+        ConfigError: empty vocabulary, an empty or non-string name, a duplicate, a missing or
+        unreadable file.
     """
     if isinstance(spec, (str, os.PathLike)):
-        names = _read_vocabulary_file(Path(spec))
-        source = str(spec)
+        names = _read_vocabulary_file(Path(spec), key)
+        source = f"{key} ({spec})"
     else:
         names = list(spec)
-        source = "the given list"
+        source = key
     if not all(isinstance(name, str) for name in names):
-        raise ValueError(f"vocabulary from {source} must hold only strings, got {names!r}")
+        raise ConfigError(f"{source}: class names must be strings, got {names!r}")
     names = [name.strip() for name in names]
-    if not names or not all(names):
-        raise ValueError(f"vocabulary from {source} is empty or holds an empty class name")
+    if not names:
+        raise ConfigError(f"{source} is empty: give at least one class name")
+    if not all(names):
+        raise ConfigError(f"{source}: class {names.index('')} has an empty name")
+    for name in names:
+        split_subprompts(name)
+        if _LIST_LIKE.search(name) and name not in _warned:
+            _warned.add(name)
+            logger.warning("%s: class name %r looks like an unsplit list; separate sub-prompts with ',' "
+                           "(one class per entry/line)", source, name)
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"{source}: duplicate class names {duplicates} (each class once; ids follow the order)")
     return names
 
 
-def _read_vocabulary_file(path: Path) -> list:
+def _read_vocabulary_file(path: Path, key: str) -> list:
     suffix = path.suffix.lower()
     if suffix not in (".txt", ".json"):
-        raise ValueError(f"vocabulary file must end in .txt or .json, got {str(path)!r}")
-    if not path.is_file():
-        raise FileNotFoundError(f"vocabulary file not found: {path}")
-    text = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
+        raise ConfigError(f"{key}: a class-name file must end in .txt or .json, got {str(path)!r}")
+    check_path(str(path), key, "file", "a class-name file: one class per line (.txt) or a JSON list")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{key}: {path} is not UTF-8 text ({err})") from err
     if suffix == ".txt":
         return [line for line in text.splitlines() if line.strip()]
     try:
         names = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"vocabulary file {path} is not valid JSON: {err}") from err
+        raise ConfigError(f"{key}: {path} is not valid JSON: {err}") from err
     if not isinstance(names, list):
-        raise ValueError(f"vocabulary file {path} must hold a JSON list of strings")
+        raise ConfigError(f"{key}: {path} must hold a JSON list of strings")
     return names

@@ -166,7 +166,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
-        return build_detection_test_loader(cfg, dataset_name, mapper=SemanticSegmentationMapper(cfg, False))
+        return build_detection_test_loader(cfg, dataset_name, mapper=SemanticSegmentationMapper(cfg, False, dataset_name))
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):

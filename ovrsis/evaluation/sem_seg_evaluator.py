@@ -18,10 +18,10 @@ from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
-from PIL import Image
 from tabulate import tabulate
 
 from ..data.benchmarks import InferenceProtocol, protocol_record
+from ..data.folder_dataset import DatasetError, check_mask_values, read_mask
 from .metrics import (
     SUMMARY_KEYS,
     class_split_indices,
@@ -87,8 +87,14 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
         for inp, out in zip(inputs, outputs):
             pred = out["sem_seg"].argmax(dim=0).cpu().numpy()
             path = inp["sem_seg_file_name"]
-            with PathManager.open(path, "rb") as f:
-                gt = np.asarray(Image.open(f), dtype=np.int64)
+            gt = read_mask(path)
+            check_mask_values(gt, self.num_classes, self._ignore_label, path)
+            image_size = (int(inp.get("height", gt.shape[0])), int(inp.get("width", gt.shape[1])))
+            if gt.shape != image_size:
+                raise DatasetError(
+                    f"mask {path} is {gt.shape[1]}x{gt.shape[0]} but its image {inp.get('file_name', '')} is "
+                    f"{image_size[1]}x{image_size[0]}: every mask must have its image's size")
+            gt = gt.astype(np.int64)
             if pred.shape != gt.shape:
                 raise ValueError(
                     f"prediction shape {pred.shape} != ground-truth shape {gt.shape} "

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from functools import partial
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ...errors import check_path
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +71,7 @@ def read_dino_checkpoint(path: str, checkpoint_key: str = "teacher") -> Dict[str
     The file is unpickled with ``weights_only=False`` (DINO checkpoints store their argparse
     namespace): only load files you trust.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"MODEL.DINO.WEIGHTS: no such file {path!r}")
+    check_path(path, "MODEL.DINO.WEIGHTS", "file", "a facebookresearch/dino checkpoint")
     loaded = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(loaded, Mapping):
         raise ValueError(f"{path}: not a DINO checkpoint (expected a dict, got {type(loaded).__name__})")
