@@ -9,6 +9,9 @@ handle it algebraically instead of materialising 256 − T extra tokens —
 * softmax attention: one padding key with an additive log(n_pad) bias.
 
 Outputs at padded positions are discarded by the official code, so they are never computed.
+The text guidance of a class is the same at every location, so its share of Q and K is
+computed once per image and class and broadcast over locations
+(:mod:`ovrsis.modeling.guided_layers`).
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..guided_layers import guided_linear
 
 
 def _elu_feature_map(x: torch.Tensor) -> torch.Tensor:
@@ -47,16 +52,18 @@ class ClassAttention(nn.Module):
 
     def _qkv(self, x: torch.Tensor, guidance: Optional[torch.Tensor]):
         y = self.norm1(x)
-        qk_in = torch.cat([y, guidance.expand(*y.shape[:-1], -1)], -1) if guidance is not None else y
-        return self.q(qk_in), self.k(qk_in), self.v(y)
+        return guided_linear(self.q, y, guidance), guided_linear(self.k, y, guidance), self.v(y)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         return t.unflatten(-1, (self.num_heads, -1))  # (..., L, H, D)
 
     def forward(self, x: torch.Tensor, guidance: Optional[torch.Tensor]) -> torch.Tensor:
-        """x: (N, T, C) tokens (N = images × locations); guidance: (N or 1, T, G) or None."""
-        n, t, c = x.shape
-        q, k, v = (self._heads(z) for z in self._qkv(x, guidance))
+        """x: (..., T, C) tokens, e.g. (B, locations, T, C); guidance: (..., T, G) broadcastable
+        to x's leading dimensions, e.g. (B, 1, T, G), or None → same shape as x."""
+        *lead, t, c = x.shape
+        q, k, v = (self._heads(z.reshape(-1, t, c)) for z in self._qkv(x, guidance))
+        n = q.shape[0]
+        x = x.reshape(n, t, c)
         n_pad = max(self.pad_len - t, 0) if self.padding_tokens is not None else 0
         if n_pad:
             g_pad = self.padding_guidance.view(1, 1, -1) if self.padding_guidance is not None else None
@@ -81,7 +88,7 @@ class ClassAttention(nn.Module):
                 mask[:, -1] = math.log(n_pad)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
         x = x + out.reshape(n, t, c)
-        return x + self.mlp(self.norm2(x))
+        return (x + self.mlp(self.norm2(x))).view(*lead, t, c)
 
 
 class ClassAggregation(nn.Module):
@@ -103,9 +110,9 @@ class ClassAggregation(nn.Module):
         pool = self.pooling_train if self.training else self.pooling_test
         pooled = F.avg_pool2d(x.flatten(0, 1), pool) if pool != (1, 1) else x.flatten(0, 1)
         hp, wp = pooled.shape[-2:]
-        tokens = pooled.view(b, t, c, hp * wp).permute(0, 3, 1, 2).reshape(b * hp * wp, t, c)
+        tokens = pooled.view(b, t, c, hp * wp).permute(0, 3, 1, 2).reshape(b, hp * wp, t, c)
         if guidance is not None:
-            guidance = guidance.unsqueeze(1).expand(b, hp * wp, t, -1).reshape(b * hp * wp, t, -1)
+            guidance = guidance.unsqueeze(1)  # (B, 1, T, G): broadcast over locations, never copied
         tokens = self.attn(tokens, guidance)
         out = tokens.view(b, hp, wp, t, c).permute(0, 3, 4, 1, 2).reshape(b * t, c, hp, wp)
         if (hp, wp) != (h, w):

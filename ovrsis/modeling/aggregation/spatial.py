@@ -3,6 +3,10 @@
 CAT-Seg's variant: pre-LN, W-MSA then SW-MSA (shift = window/2, −100 mask between
 regions), no relative position bias; after ``norm1`` the normalised 128-ch guidance is
 concatenated so Q and K see [cost; guidance] while V sees the cost only.
+
+The guidance is the same for the T class maps of an image, so its share of Q and K is
+computed once per image and broadcast (:mod:`ovrsis.modeling.guided_layers`); the weights
+keep the official [cost; guidance] layout.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..guided_layers import guided_linear
 
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -41,7 +47,8 @@ def shifted_window_mask(h: int, w: int, window: int, shift: int) -> torch.Tensor
 
 
 class GuidedWindowAttention(nn.Module):
-    """Window attention with Q, K from [x; guidance] and V from x."""
+    """Window attention with Q, K from [x; guidance] and V from x (official ``q``/``k`` weights
+    span dim + guidance_dim inputs)."""
 
     def __init__(self, dim: int, guidance_dim: int, num_heads: int) -> None:
         super().__init__()
@@ -52,13 +59,23 @@ class GuidedWindowAttention(nn.Module):
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """x: (N·nW, L, dim + guidance); mask: (nW, L, L) or None."""
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor],
+                guidance: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B·T·nW, L, dim) windows of the T class maps of B images (image-major, then class,
+        then window); guidance: (B, nW, L, guidance_dim) the same windows of each image's
+        guidance, shared by its T maps, or None; mask: (nW, L, L) or None → (B·T·nW, L, dim)."""
         n, length, _ = x.shape
         shape = (n, length, self.num_heads, self.dim // self.num_heads)
-        q = self.q(x).view(shape).transpose(1, 2)
-        k = self.k(x).view(shape).transpose(1, 2)
-        v = self.v(x[..., : self.dim]).view(shape).transpose(1, 2)
+        if guidance is None:
+            q, k = self.q(x), self.k(x)
+        else:
+            b, num_windows = guidance.shape[:2]
+            per_image = x.view(b, -1, num_windows, length, self.dim)  # (B, T, nW, L, dim)
+            g = guidance.unsqueeze(1)  # broadcast over the T classes
+            q, k = (guided_linear(layer, per_image, g).view(n, length, self.dim) for layer in (self.q, self.k))
+        q = q.view(shape).transpose(1, 2)
+        k = k.view(shape).transpose(1, 2)
+        v = self.v(x).view(shape).transpose(1, 2)
         if mask is not None:
             num_windows = mask.shape[0]
             q, k, v = (t.reshape(n // num_windows, num_windows, *t.shape[1:]) for t in (q, k, v))
@@ -97,17 +114,26 @@ class GuidedSwinBlock(nn.Module):
         mask = shifted_window_mask(*self.resolution, window, shift) if shift > 0 else None
         self.register_buffer("attn_mask", mask, persistent=False)
 
-    def forward(self, x: torch.Tensor, guidance: Optional[torch.Tensor]) -> torch.Tensor:
-        """x: (N, H·W, C); guidance: (N, H·W, G) already normalised, or None."""
+    def _windows(self, y: torch.Tensor) -> torch.Tensor:
+        """(N, H·W, C) → (N·nW, window², C), after the cyclic shift."""
         h, w = self.resolution
-        n, length, c = x.shape
-        y = self.norm1(x)
-        if guidance is not None:
-            y = torch.cat([y, guidance], dim=-1)
-        y = y.view(n, h, w, -1)
+        y = y.view(y.shape[0], h, w, -1)
         if self.shift:
             y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        y = self.attn(window_partition(y, self.window), self.attn_mask)
+        return window_partition(y, self.window)
+
+    def forward(self, x: torch.Tensor, guidance: Optional[torch.Tensor]) -> torch.Tensor:
+        """x: (B·T, H·W, C), the T class maps of each image consecutive; guidance: (B, H·W, G)
+        already normalised, one per image, or None."""
+        h, w = self.resolution
+        n, length, c = x.shape
+        g = None
+        if guidance is not None:
+            if n % guidance.shape[0]:
+                raise ValueError(f"{n} cost maps are not a whole number per image for {guidance.shape[0]} guidance maps")
+            g = self._windows(guidance)
+            g = g.view(guidance.shape[0], -1, *g.shape[1:])  # (B, nW, L, G)
+        y = self.attn(self._windows(self.norm1(x)), self.attn_mask, g)
         y = window_merge(y, self.window, h, w)
         if self.shift:
             y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
@@ -131,8 +157,7 @@ class SpatialAggregation(nn.Module):
         b, t, c, h, w = x.shape
         tokens = x.permute(0, 1, 3, 4, 2).reshape(b * t, h * w, c)
         if guidance is not None:
-            g = self.guidance_norm(guidance.flatten(2).transpose(1, 2))  # normalise once per image
-            guidance = g.unsqueeze(1).expand(b, t, h * w, -1).reshape(b * t, h * w, -1)
+            guidance = self.guidance_norm(guidance.flatten(2).transpose(1, 2))  # once per image, never copied T times
         for block in self.blocks:
             tokens = block(tokens, guidance)
         return tokens.view(b, t, h, w, c).permute(0, 1, 4, 2, 3)

@@ -9,6 +9,10 @@ each with its own 3×3 projection per stage:
 * GSNet's Residual Information Preservation Decoder: CLIP + DINO taps (``num_sources=2``),
   stage 1 ConvT 128→96, [96 + 32 + 32 = 160] → 64 @48²; stage 2 ConvT 64→48, [48 + 16 + 16] → 32;
 * RSKT-Seg's RS-Transfer: CLIP + RemoteCLIP + DINO taps (``num_sources=3``).
+
+The guidance maps of an image are shared by its T classes: the first DoubleConv convolution's
+guidance channels are applied once per image and broadcast (:func:`guided_conv2d`), never
+on T copies; the weight keeps the official [cost; guidance] layout.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
+from ..guided_layers import guided_conv2d
 from ..registry import DECODER_REGISTRY
 
 
@@ -62,7 +67,10 @@ class GuidedUpStage(nn.Module):
             channel = self.cconv(cost.mean(dim=(2, 3), keepdim=True))
             spatial = self.sconv(cost.mean(dim=1, keepdim=True))
             guidance = [g * channel + g * spatial + g for g in guidance]
-        return self.conv(torch.cat([x, torch.cat(list(guidance), dim=1).repeat_interleave(t, dim=0)], dim=1))
+        y = guided_conv2d(self.conv[0], x, torch.cat(list(guidance), dim=1))  # = conv0([x; g repeated T times])
+        for layer in list(self.conv)[1:]:
+            y = layer(y)
+        return y
 
 
 class TapPyramid(nn.Module):
