@@ -29,6 +29,7 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.CLIP.FINETUNE = "attention"  # none | attention (q/v weights) | full (all blocks)
     cfg.MODEL.CLIP.GUIDANCE_LAYERS = [3, 7]  # resblocks whose raw residual stream guides the decoder
     cfg.MODEL.CLIP.DENSE_LAST_BLOCK = True  # last block: CLS input + out_proj(V) (no token mixing)
+    cfg.MODEL.CLIP.CHECKPOINT_ACTIVATIONS = False  # training: recompute each block's activations in backward (same results, less memory)
 
     # --- text side ----------------------------------------------------------------------
     cfg.MODEL.TEXT = CN()
@@ -85,6 +86,7 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.AGGREGATOR.POOLING_SIZE_TEST = [1, 1]  # ... and at evaluation (official eval scripts)
     cfg.MODEL.AGGREGATOR.PAD_LEN = 256  # class attention padded to this many tokens (0 = off)
     cfg.MODEL.AGGREGATOR.CLASS_ATTENTION = "linear"  # linear (elu+1 kernel) | full (softmax)
+    cfg.MODEL.AGGREGATOR.CHECKPOINT_ACTIVATIONS = False  # training: recompute each aggregation layer in backward (same results, less memory)
 
     # --- decoder (guided upsampling) ------------------------------------------------------
     cfg.MODEL.DECODER = CN()
@@ -94,6 +96,7 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.DECODER.GUIDANCE_PROJ_DIMS = [32, 16]  # their projected widths
     cfg.MODEL.DECODER.GUIDANCE_ATTENTION = False  # OVRS attention-aware upsampling of the guidance
     cfg.MODEL.DECODER.GUIDANCE_SOURCES = ["clip"]  # guidance concatenated per stage, in order (GSNet: clip, dino)
+    cfg.MODEL.DECODER.CHECKPOINT_ACTIVATIONS = False  # training: recompute each upsampling stage in backward (same results, less memory)
 
     # --- loss -----------------------------------------------------------------------------
     cfg.MODEL.LOSS = CN()

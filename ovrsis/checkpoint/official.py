@@ -41,7 +41,7 @@ class OfficialLayout:
 
 
 CATSEG = OfficialLayout(
-    name="CAT-Seg layout (cvlab-kaist/CAT-Seg; also OVRS, caoql98/OVRS)",
+    name="CAT-Seg layout (cvlab-kaist/CAT-Seg; also OVRS, caoql98/OVRS; Pi-Seg, LiBingyu01/Pi-Seg)",
     marker="sem_seg_head.predictor.",
     rules=(
         (_P + r"clip_model\.(.*)", r"clip.\1"),
@@ -62,6 +62,12 @@ CATSEG = OfficialLayout(
         (_A + r"decoder(\d)\.conv\.double_conv\.(.*)", lambda m: f"decoder.stages.{int(m.group(1)) - 1}.conv.{m.group(2)}"),
         (_A + r"decoder(\d)\.(cconv|sconv)\.(.*)", lambda m: f"decoder.stages.{int(m.group(1)) - 1}.{m.group(2)}.{m.group(3)}"),
         (_A + r"head\.(.*)", r"decoder.head.\1"),
+        # Pi-Seg's perturbation modules (cat_seg/pini_vpn.py): Image-SPM, Text-SPM
+        (_P + r"image_vpn\.cross_attn\.fc_(q|k|v)\.(weight|bias)", r"perturbation.image.attn.\1.\2"),
+        (_P + r"image_vpn\.fc_mean\.(weight|bias)", r"perturbation.image.mu.\1"),
+        (_P + r"image_vpn\.fc_variance\.(weight|bias)", r"perturbation.image.sigma.\1"),
+        (_P + r"text_vpn\.mu", r"perturbation.text.mu"),
+        (_P + r"text_vpn\.var", r"perturbation.text.sigma"),
     ),
     dropped=(_A + r"layers\.\d+\.swin_block\.block_\d\.attn_mask",),
 )
@@ -92,7 +98,46 @@ GSNET = OfficialLayout(
     dropped=CATSEG.dropped,
 )
 
-LAYOUTS: Tuple[OfficialLayout, ...] = (GSNET, CATSEG)  # most specific marker first
+
+class _RSKTLayout(OfficialLayout):
+    """RSKT-Seg's layout. The official ``conv1`` is QGFF's CLIP embedding under ``FUSION_TYPE``
+    simple_separate (the checkpoint then also has ``conv2``) and the whole cost embedding under
+    simple_concatenation / simple_mean: read off the checkpoint's keys."""
+
+    def convert(self, state: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+        out, unmatched = super().convert(state)
+        if not any(k.startswith("sem_seg_head.predictor.transformer.conv2.") for k in state):
+            old, new = "aggregator.cost_embed.embeds.0.", "aggregator.cost_embed."
+            out = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in out.items()}
+        return out, unmatched
+
+
+def _efficient(block: str, target: str):
+    """Official efficient-aggregator block ``layers.N.<block>.sa.*`` → ``aggregator.layers.N.<target>.*``
+    (``attention.`` → ``attn.``, ``mlp.dwconv.dwconv.`` → ``mlp.dwconv.``)."""
+    def repl(m):
+        rest = m.group(2).replace("attention.", "attn.", 1).replace("mlp.dwconv.dwconv.", "mlp.dwconv.")
+        return f"aggregator.layers.{m.group(1)}.{target}.{rest}"
+    return (_A + r"layers\.(\d+)\." + block + r"\.sa\.(.*)", repl)
+
+
+RSKTSEG = _RSKTLayout(
+    name="RSKT-Seg (LiBingyu01/RSKT-Seg)",
+    marker="upsample1_remote.",
+    rules=(
+        (_P + r"clip_model_remote\.(.*)", r"specialists.rs_clip.encoder.\1"),
+        (r"upsample1_remote\.(weight|bias)", r"specialists.rs_clip.taps.ups.0.\1"),
+        (r"upsample2_remote\.(weight|bias)", r"specialists.rs_clip.taps.ups.1.\1"),
+        (_A + r"CLIP_decoder_guidance_projection_remote\.(.*)", r"decoder.guidance_proj.1.\1"),
+        (_A + r"DINO_decoder_guidance_projection\.(.*)", r"decoder.guidance_proj.2.\1"),
+        _efficient("spatial_fusion", "spatial"),
+        _efficient("class_fusion", "classes"),
+        *GSNET.rules,  # DINO stream, conv1/conv2/fusion_corr, CLIP decoder projections, Fusiondecoder1/2, CAT-Seg rules
+    ),
+    dropped=GSNET.dropped,
+)
+
+LAYOUTS: Tuple[OfficialLayout, ...] = (RSKTSEG, GSNET, CATSEG)  # most specific marker first
 
 
 def detect_layout(state: Dict[str, torch.Tensor]) -> Optional[OfficialLayout]:

@@ -32,6 +32,7 @@ from ..data import SemanticSegmentationMapper
 from ..data.benchmarks import inference_from_config
 from ..evaluation import OpenVocabSemSegEvaluator
 from ..modeling.meta_arch import vocabulary_of
+from .perturbation_diagnostics import PerturbationDiagnostics, insert_before_writer
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,16 @@ class Trainer(DefaultTrainer):
             # checkpoint also resumes at the scheduled lr rather than the warm-up/base value.
             for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_lr()):
                 group["lr"] = lr
+
+    def build_hooks(self) -> List[Any]:
+        """detectron2's hooks, plus the perturbation diagnostics when
+        ``MODEL.PERTURBATION.DIAGNOSTICS_PERIOD`` > 0 (before the writer)."""
+        hooks = super().build_hooks()
+        period = self.cfg.MODEL.PERTURBATION.DIAGNOSTICS_PERIOD
+        if period > 0:
+            hooks = insert_before_writer(hooks, PerturbationDiagnostics(
+                unwrap(self.model), period, self.cfg.MODEL.LOSS.IGNORE_VALUE))
+        return hooks
 
     # ------------------------------------------------------------------ builders
     @classmethod

@@ -99,6 +99,7 @@ class CostAggregationSegmentor(nn.Module):
         clip = CLIPEncoder(
             m.CLIP.ARCH, pretrained=m.CLIP.PRETRAINED, image_size=m.CLIP.IMAGE_SIZE, finetune=m.CLIP.FINETUNE,
             guidance_layers=m.CLIP.GUIDANCE_LAYERS, dense_last_block=m.CLIP.DENSE_LAST_BLOCK,
+            checkpoint_activations=m.CLIP.CHECKPOINT_ACTIVATIONS,
             templates=m.TEXT.TEMPLATES, synonyms=m.TEXT.SYNONYMS, cache_text=m.TEXT.CACHE,
             allow_download=m.CLIP.ALLOW_DOWNLOAD)
         resolution = (clip.grid_size, clip.grid_size)

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpointing import checkpointed
 from ..cost.fusion import build_cost_embedding
 from ..registry import AGGREGATOR_REGISTRY
 from .class_attention import ClassAggregation
@@ -35,10 +36,13 @@ class CATSegAggregator(nn.Module):
                  hidden_dim: int = 128, num_layers: int = 2, num_heads: int = 4, window: int = 12,
                  appearance_proj_dim: int = 128, text_proj_dim: int = 128, attention: str = "linear",
                  pad_len: int = 256, pooling_train: Sequence[int] = (2, 2), pooling_test: Sequence[int] = (1, 1),
-                 cost_fusion: str = "conv") -> None:
+                 cost_fusion: str = "conv", checkpoint_activations: bool = False) -> None:
         """``cost_channels``: channels of the CLIP cost, then of each specialist cost (if any);
-        ``cost_fusion``: the cost embedding (:mod:`ovrsis.modeling.cost.fusion`)."""
+        ``cost_fusion``: the cost embedding (:mod:`ovrsis.modeling.cost.fusion`);
+        ``checkpoint_activations``: recompute each layer's activations in the backward pass
+        (:mod:`ovrsis.modeling.checkpointing`; same results, less training memory)."""
         super().__init__()
+        self.checkpoint_activations = bool(checkpoint_activations)
         channels = [cost_channels] if isinstance(cost_channels, int) else list(cost_channels)
         self.cost_embed = build_cost_embedding(cost_fusion, channels, hidden_dim)
         self.appearance_proj = nn.Sequential(
@@ -59,7 +63,8 @@ class CATSegAggregator(nn.Module):
                    hidden_dim=a.HIDDEN_DIM, num_layers=a.NUM_LAYERS, num_heads=a.NUM_HEADS, window=a.WINDOW_SIZE,
                    appearance_proj_dim=a.APPEARANCE_GUIDANCE_PROJ_DIM, text_proj_dim=a.TEXT_GUIDANCE_PROJ_DIM,
                    attention=a.CLASS_ATTENTION, pad_len=a.PAD_LEN,
-                   pooling_train=a.POOLING_SIZE_TRAIN, pooling_test=a.POOLING_SIZE_TEST)
+                   pooling_train=a.POOLING_SIZE_TRAIN, pooling_test=a.POOLING_SIZE_TEST,
+                   checkpoint_activations=a.CHECKPOINT_ACTIVATIONS)
 
     def embed_cost(self, cost: torch.Tensor, extra_costs: Sequence[torch.Tensor] = ()) -> torch.Tensor:
         """(B, P, T, h, w) [+ specialist costs (B, P_i, T, h, w)] → (B, T, hidden, h, w)."""
@@ -73,5 +78,5 @@ class CATSegAggregator(nn.Module):
         appearance = self.appearance_proj(dense)
         text_guidance = self.text_proj(F.normalize(text.mean(dim=-2), dim=-1))
         for layer in self.layers:
-            x = layer(x, appearance, text_guidance)
+            x = checkpointed(layer, x, appearance, text_guidance, enabled=self.checkpoint_activations)
         return x

@@ -21,6 +21,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
+from ..checkpointing import checkpointed
 from ..guided_layers import guided_conv2d
 from ..registry import DECODER_REGISTRY
 
@@ -104,8 +105,11 @@ class GuidedUpsamplingDecoder(nn.Module):
 
     def __init__(self, *, in_dim: int, dims: Sequence[int] = (64, 32), guidance_dims: Sequence[int] = (256, 128),
                  guidance_proj_dims: Sequence[int] = (32, 16), num_sources: int = 1,
-                 guidance_attention: bool = False) -> None:
+                 guidance_attention: bool = False, checkpoint_activations: bool = False) -> None:
+        """``checkpoint_activations``: recompute each stage's activations in the backward pass
+        (:mod:`ovrsis.modeling.checkpointing`; same results, less training memory)."""
         super().__init__()
+        self.checkpoint_activations = bool(checkpoint_activations)
         if num_sources < 1:
             raise ValueError("the decoder needs at least one guidance source")
         if not len(dims) == len(guidance_dims) == len(guidance_proj_dims):
@@ -128,7 +132,8 @@ class GuidedUpsamplingDecoder(nn.Module):
     def from_config(cls, cfg, *, in_dim: int) -> "GuidedUpsamplingDecoder":
         d = cfg.MODEL.DECODER
         return cls(in_dim=in_dim, dims=d.DIMS, guidance_dims=d.GUIDANCE_DIMS, guidance_proj_dims=d.GUIDANCE_PROJ_DIMS,
-                   num_sources=len(d.GUIDANCE_SOURCES), guidance_attention=d.GUIDANCE_ATTENTION)
+                   num_sources=len(d.GUIDANCE_SOURCES), guidance_attention=d.GUIDANCE_ATTENTION,
+                   checkpoint_activations=d.CHECKPOINT_ACTIVATIONS)
 
     def forward(self, x: torch.Tensor, guidance: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
         if len(guidance) != self.num_sources:
@@ -137,5 +142,5 @@ class GuidedUpsamplingDecoder(nn.Module):
         b, t = x.shape[:2]
         y = x.flatten(0, 1)
         for i, stage in enumerate(self.stages):
-            y = stage(y, [maps[i] for maps in projected])
+            y = checkpointed(stage, y, [maps[i] for maps in projected], enabled=self.checkpoint_activations)
         return self.head(y).view(b, t, *y.shape[-2:])

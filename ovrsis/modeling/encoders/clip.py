@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpointing import checkpointed
+
 logger = logging.getLogger(__name__)
 
 FINETUNE_MODES = ("none", "attention", "full")
@@ -149,6 +151,7 @@ class CLIPEncoder(nn.Module):
         synonyms: str = "first",
         cache_text: bool = True,
         allow_download: bool = False,
+        checkpoint_activations: bool = False,
     ) -> None:
         super().__init__()
         import open_clip
@@ -190,6 +193,8 @@ class CLIPEncoder(nn.Module):
         if any(i < 0 or i >= num_blocks - 1 for i in self.guidance_layers):
             raise ValueError(f"guidance layers {self.guidance_layers} out of range for {num_blocks} blocks")
         self.dense_last_block = dense_last_block
+        # recompute block activations in the backward pass (both towers; same results, less memory)
+        self.checkpoint_activations = bool(checkpoint_activations)
         self.templates = list(templates)
         self.synonyms = synonyms
         self.cache_text = cache_text
@@ -277,7 +282,7 @@ class CLIPEncoder(nn.Module):
             if i == len(blocks) - 1 and self.dense_last_block:
                 x = _run_dense_block(block, x)
             else:
-                x = _run_block(block, x)
+                x = checkpointed(_run_block, block, x, enabled=self.checkpoint_activations)
             if i in self.guidance_layers:
                 taps.append(x[:, 1:].transpose(1, 2).reshape(b, -1, grid, grid))
         x = v.ln_post(x[:, 1:]) @ v.proj
@@ -288,7 +293,7 @@ class CLIPEncoder(nn.Module):
         x = self.token_embedding(tokens) + self.positional_embedding
         mask = self.causal_mask[: tokens.shape[1], : tokens.shape[1]].to(x.dtype)
         for block in self.transformer.resblocks:
-            x = _run_block(block, x, mask)
+            x = checkpointed(_run_block, block, x, mask, enabled=self.checkpoint_activations)
         x = self.ln_final(x)
         return x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ self.text_projection
 
