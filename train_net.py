@@ -20,7 +20,7 @@ from detectron2.utils import comm
 
 import ovrsis.modeling  # noqa: F401  (registers the meta-architecture)
 from ovrsis.checkpoint import OVRSISCheckpointer
-from ovrsis.engine import Trainer, launch, setup_cfg
+from ovrsis.engine import Trainer, launch, report_user_errors, setup_cfg
 from ovrsis.evaluation import SUMMARY_KEYS
 
 logger = logging.getLogger("ovrsis")
@@ -54,22 +54,26 @@ def summarize(cfg, results) -> None:
     if trend:
         lines.append("  " + trend)
     out = os.path.abspath(cfg.OUTPUT_DIR)
-    lines += [
-        f"Output directory: {out}",
-        f"  checkpoint: {os.path.join(out, 'model_final.pth')}",
-        f"  metrics: {os.path.join(out, 'metrics.json')} and inference/<dataset>/sem_seg_metrics.json",
-        f"  TensorBoard events: {out} (tensorboard --logdir {out})",
-        f"  resolved config: {os.path.join(out, 'config.yaml')}",
-        "=" * 72,
-    ]
+    written = [
+        ("checkpoint", os.path.join(out, "model_final.pth")),
+        ("training metrics", os.path.join(out, "metrics.json")),
+        ("resolved config", os.path.join(out, "config.yaml")),
+    ] + [(f"{name} metrics", os.path.join(out, "inference", name, "sem_seg_metrics.json")) for name in per_dataset]
+    lines.append(f"Output directory: {out}")
+    lines += [f"  {what}: {path}" for what, path in written if os.path.exists(path)]
+    if any(f.startswith("events.out.tfevents") for f in os.listdir(out)):
+        lines.append(f"  TensorBoard events: tensorboard --logdir {out}")
+    lines.append("=" * 72)
     print("\n".join(lines), flush=True)
 
 
 def main(args):
     cfg = setup_cfg(args.config_file, args.opts, args)
     if args.eval_only:
+        if not cfg.MODEL.WEIGHTS and not args.resume:
+            logger.warning("--eval-only without MODEL.WEIGHTS: evaluating a randomly initialised model")
         model = Trainer.build_model(cfg)
-        OVRSISCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        OVRSISCheckpointer.from_config(cfg, model).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
     else:
         trainer = Trainer(cfg)
@@ -83,6 +87,6 @@ def main(args):
 if __name__ == "__main__":
     parser = default_argument_parser()
     args = parser.parse_args()
-    timeout = setup_cfg(args.config_file, args.opts).DIST.TIMEOUT_MINUTES
+    timeout = report_user_errors(setup_cfg, args.config_file, args.opts).DIST.TIMEOUT_MINUTES
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,), timeout_minutes=timeout)

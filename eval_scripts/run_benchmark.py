@@ -132,7 +132,7 @@ def evaluate_suite(cfg: CfgNode, suite: Suite, output: str, override: str | None
         protocol_cfg = with_protocol(cfg, protocol)
         model = Trainer.build_model(protocol_cfg)
         if cfg.MODEL.WEIGHTS:
-            OVRSISCheckpointer(model, save_dir=output).load(cfg.MODEL.WEIGHTS)
+            OVRSISCheckpointer.from_config(cfg, model, save_dir=output).load(cfg.MODEL.WEIGHTS)
         model.eval()
         for name, _, key, _ in (plan for plan in todo if plan[1] == protocol):
             index = suite.datasets.index(name) + 1

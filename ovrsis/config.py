@@ -19,6 +19,7 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # override on the command line
     cfg.MODEL.PIXEL_MEAN = list(OPENAI_CLIP_MEAN)  # images are normalised with CLIP statistics
     cfg.MODEL.PIXEL_STD = list(OPENAI_CLIP_STD)
+    cfg.MODEL.WEIGHTS_STRICT = True  # MODEL.WEIGHTS must cover every model key; False = partial load (warning)
 
     # --- CLIP encoder (open_clip) -------------------------------------------------------
     cfg.MODEL.CLIP = CN()
@@ -30,6 +31,7 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.CLIP.GUIDANCE_LAYERS = [3, 7]  # resblocks whose raw residual stream guides the decoder
     cfg.MODEL.CLIP.DENSE_LAST_BLOCK = True  # last block: CLS input + out_proj(V) (no token mixing)
     cfg.MODEL.CLIP.CHECKPOINT_ACTIVATIONS = False  # training: recompute each block's activations in backward (same results, less memory)
+    cfg.MODEL.CLIP.POS_EMBED_RESIZE = "size"  # bicubic pos-embed resize: size (to the grid) | official ((g + 0.1) / n0 factor)
 
     # --- text side ----------------------------------------------------------------------
     cfg.MODEL.TEXT = CN()
@@ -42,7 +44,7 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.COST.MAX_CLASSES = 256  # above this, keep the top-k classes per image (rest: -100)
     cfg.MODEL.COST.ROTATIONS = [0]  # quarter turns of the CLIP input (OVRS: [0, 1, 2, 3]); 0 first
     cfg.MODEL.COST.ROTATION_FUSION = "stack"  # stack: R·P cost channels (OVRS) | mean: average over rotations
-    cfg.MODEL.COST.FUSION = "conv"  # cost embedding: conv (CAT-Seg 7x7 conv) | qgff (GSNet: CLIP + specialist cost)
+    cfg.MODEL.COST.FUSION = "conv"  # cost embedding: conv (CAT-Seg 7x7 conv) | qgff (GSNet: CLIP + specialist cost) | RSKT-Seg's simple_separate (= qgff) / simple_concatenation / simple_mean
 
     # --- DINO specialist (GSNet): frozen DINO ViT, extra cost volume + decoder guidance -------
     cfg.MODEL.DINO = CN()
@@ -58,6 +60,35 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.DINO.FROZEN = True  # official: frozen (no gradients, always in eval mode)
     cfg.MODEL.DINO.COST_LAYER = 11  # block (0-based, final-normed) projected 2x2 s2 into the text space; -1 = no cost
     cfg.MODEL.DINO.GUIDANCE_LAYERS = [3, 7]  # blocks guiding decoder stages 1, 2 (1x1 conv / ConvT k2 s2); [] = none
+    cfg.MODEL.DINO.IMAGE_SIZE = 0  # DINO input side (CLIP-normalised images resized to it); 0 = the CLIP input size
+
+    # --- remote-sensing CLIP guidance stream (RSKT-Seg's RemoteCLIP): frozen open_clip image tower ----
+    cfg.MODEL.RS_CLIP = CN()
+    cfg.MODEL.RS_CLIP.ENABLED = False  # build the stream (source "rs_clip" in MODEL.DECODER.GUIDANCE_SOURCES)
+    cfg.MODEL.RS_CLIP.ARCH = "ViT-B-32-quickgelu"  # open_clip model name (RSKT-Seg builds RemoteCLIP as OpenAI ViT-B/32)
+    cfg.MODEL.RS_CLIP.WEIGHTS = ""  # local open_clip state dict (RemoteCLIP-ViT-B-32.pt, GeoRSCLIP, SkyCLIP); "" = from MODEL.WEIGHTS
+    cfg.MODEL.RS_CLIP.IMAGE_SIZE = 768  # input side (RemoteCLIP ViT-B/32: 768 -> 24x24 tokens, the CLIP grid)
+    cfg.MODEL.RS_CLIP.GUIDANCE_LAYERS = [3, 7]  # blocks (raw residual stream) guiding decoder stages 1, 2
+    cfg.MODEL.RS_CLIP.TEXT_TOWER = False  # hold the never-run text tower (official build and parameter count)
+    cfg.MODEL.RS_CLIP.ROUND_FP16 = False  # round WEIGHTS to fp16 on load as the official fp16 CLIP build does
+
+    # --- SAM guidance stream (AerOSeg): frozen segment_anything image encoder -------------------
+    cfg.MODEL.SAM = CN()
+    cfg.MODEL.SAM.ENABLED = False  # build the stream (guidance source "sam"; neck = appearance/back-projection source)
+    cfg.MODEL.SAM.ARCH = "vit_l"  # vit_b | vit_l | vit_h (segment_anything build_sam.py) | custom (MODEL.SAM.CUSTOM)
+    cfg.MODEL.SAM.WEIGHTS = ""  # local SAM checkpoint (sam_vit_l_0b3195.pth; image_encoder.* loaded strictly); "" = from MODEL.WEIGHTS
+    cfg.MODEL.SAM.INPUT_SIZE = 1024  # SAM input side (native 1024 -> 64x64 tokens); smaller interpolates the pos-embed
+    cfg.MODEL.SAM.GUIDANCE_LAYERS = [7, 15]  # 0-based blocks guiding decoder stages 1, 2 (paper: 8th, 16th of ViT-L)
+    cfg.MODEL.SAM.FROZEN = True  # AerOSeg: frozen (no gradients, always eval); False = fine-tuned (Table 4)
+    cfg.MODEL.SAM.PIXEL_MEAN = [123.675, 116.28, 103.53]  # SAM's own input normalisation (0-255 RGB)
+    cfg.MODEL.SAM.PIXEL_STD = [58.395, 57.12, 57.375]
+    cfg.MODEL.SAM.CUSTOM = CN()  # architecture when ARCH is "custom" (tests: a tiny SAM of the same family)
+    cfg.MODEL.SAM.CUSTOM.WIDTH = 0  # embedding width
+    cfg.MODEL.SAM.CUSTOM.DEPTH = 0  # number of blocks
+    cfg.MODEL.SAM.CUSTOM.NUM_HEADS = 0  # attention heads
+    cfg.MODEL.SAM.CUSTOM.GLOBAL_ATTN_BLOCKS = []  # 0-based blocks with global attention (others: windowed)
+    cfg.MODEL.SAM.CUSTOM.WINDOW_SIZE = 14  # attention window of the other blocks
+    cfg.MODEL.SAM.CUSTOM.PRETRAIN_SIZE = 1024  # input side the absolute pos-embed was trained for
 
     # --- perturbation stage (Pi-Seg SPMs): between the encoders and the cost; training only ----
     cfg.MODEL.PERTURBATION = CN()
@@ -87,6 +118,8 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.AGGREGATOR.PAD_LEN = 256  # class attention padded to this many tokens (0 = off)
     cfg.MODEL.AGGREGATOR.CLASS_ATTENTION = "linear"  # linear (elu+1 kernel) | full (softmax)
     cfg.MODEL.AGGREGATOR.CHECKPOINT_ACTIVATIONS = False  # training: recompute each aggregation layer in backward (same results, less memory)
+    cfg.MODEL.AGGREGATOR.APPEARANCE_GUIDANCE_SOURCE = "clip"  # spatial-aggregation guidance: clip (dense map) | a stream's features (AerOSeg: sam)
+    cfg.MODEL.AGGREGATOR.SPATIAL_REDUCTION = 2  # EfficientAggregator (RSKT-Seg): key/value k x k stride-k reduction r1
 
     # --- decoder (guided upsampling) ------------------------------------------------------
     cfg.MODEL.DECODER = CN()
@@ -102,6 +135,28 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.LOSS = CN()
     cfg.MODEL.LOSS.IGNORE_VALUE = 255
     cfg.MODEL.LOSS.IGNORE_AS_NEGATIVE = True  # official: ignore pixels get all-zero BCE targets
+    cfg.MODEL.LOSS.HEADS = []  # extra training-only loss heads (LOSS_HEAD_REGISTRY), e.g. ["SemanticBackProjection"]
+
+    # --- semantic back-projection (AerOSeg Eq. 7, 13): training-only loss head ---------------------
+    cfg.MODEL.BACK_PROJECTION = CN()
+    cfg.MODEL.BACK_PROJECTION.TARGET = "sam"  # reconstructed features: sam (neck) | clip (dense map) | rgb (Table 5)
+    cfg.MODEL.BACK_PROJECTION.HIDDEN_DIM = 256  # width of the 3-Linear GELU MLP
+    cfg.MODEL.BACK_PROJECTION.NUM_CLASSES = 0  # training vocabulary size N_s it concatenates; 0 = DATASETS.TRAIN[0]'s
+    cfg.MODEL.BACK_PROJECTION.WEIGHT = 1.0  # lambda in L = L_bce + lambda * L_sem (Eq. 14)
+
+    # --- training-free segmentor (SegEarth-OV and its CLIP baselines; ovrsis/training_free) --
+    cfg.MODEL.TRAINING_FREE = CN()
+    cfg.MODEL.TRAINING_FREE.ATTENTION = "segearth"  # last-block attention: vanilla | maskclip | sclip | clearclip | segearth
+    cfg.MODEL.TRAINING_FREE.RESIDUAL = False  # keep the last block's residual connection (SegEarth-OV: ignore_residual)
+    cfg.MODEL.TRAINING_FREE.FFN = False  # keep the last block's FFN
+    cfg.MODEL.TRAINING_FREE.SIMFEATUP = True  # upsample patch features with SimFeatUp (else bilinear logits)
+    cfg.MODEL.TRAINING_FREE.SIMFEATUP_WEIGHTS = ""  # SimFeatUp checkpoint (Lightning upsampler.* layout); "" = random
+    cfg.MODEL.TRAINING_FREE.BIAS_LAMBDA = 0.3  # global-bias removal λ: logits -= λ · (CLS · text) (0 = off; xBD: 0)
+    cfg.MODEL.TRAINING_FREE.LOGIT_SCALE = 50.0  # softmax temperature on the cosine logits
+    cfg.MODEL.TRAINING_FREE.PROB_THD = 0.0  # pixels whose top class probability is below this get BG_IDX
+    cfg.MODEL.TRAINING_FREE.BG_IDX = 0  # class index given to below-threshold pixels
+    cfg.MODEL.TRAINING_FREE.CLASS_FILE = ""  # class entries (comma = sub-prompts) replacing the dataset's names by id
+    cfg.MODEL.TRAINING_FREE.PRECISION = "fp32"  # fp32 | fp16 | bf16 (autocast; the official code runs fp16)
 
     # --- inference ------------------------------------------------------------------------
     cfg.TEST.INFERENCE_MODE = "whole"  # whole | slide (CAT-Seg sliding window, P-B) | tiled (TEST.TILED)
@@ -156,6 +211,7 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0  # norms and embeddings
     cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
     cfg.SOLVER.CLIP_MULTIPLIER = 0.01  # learning-rate factor of the CLIP encoder
+    cfg.SOLVER.SAM_MULTIPLIER = 0.1  # learning-rate factor of a trainable SAM encoder (MODEL.SAM.FROZEN False; AerOSeg Table 4: 2e-5)
     cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupCosineLR"
     cfg.SOLVER.WARMUP_ITERS = 0
     cfg.SOLVER.WARMUP_FACTOR = 1.0

@@ -7,8 +7,11 @@ with status 2. Every message names the config key (or dataset / file) to fix.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
+import re
 from collections.abc import Iterable
+from typing import Optional
 
 
 class OVRSISError(Exception):
@@ -56,6 +59,27 @@ def check_path(path: str, key: str, kind: str = "file", expected: str = "") -> s
     if not os.access(path, os.R_OK):
         raise ConfigError(f"{key}: {path!r} is not readable (permissions); expected {want}{what}")
     return path
+
+
+def describe_user_error(err: BaseException) -> Optional[str]:
+    """The message of an :class:`OVRSISError` (also one re-raised from a DataLoader worker,
+    whose text embeds the worker's traceback: only the final message is kept), else None."""
+    if not isinstance(err, OVRSISError):
+        return None
+    text = str(err)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if re.match(r"^[\w.]+(Error|Exception): ", last) else last
+    return text
+
+
+class SuppressUserErrorTracebacks(logging.Filter):
+    """Logging filter dropping records that carry an :class:`OVRSISError` traceback (detectron2
+    logs "Exception during training" with the traceback before re-raising; the error is
+    reported once, by the launcher)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], OVRSISError))
 
 
 def close_names(name: str, candidates: Iterable[str], n: int = 5) -> str:

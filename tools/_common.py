@@ -48,7 +48,7 @@ def build(cfg: CfgNode) -> nn.Module:
     """The configured model in eval mode, with MODEL.WEIGHTS loaded when set."""
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        OVRSISCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        OVRSISCheckpointer.from_config(cfg, model, save_dir="").load(cfg.MODEL.WEIGHTS)
     return model.eval()
 
 

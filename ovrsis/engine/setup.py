@@ -1,41 +1,157 @@
-"""Config assembly shared by train_net.py, eval scripts and tools."""
+"""Config assembly and run set-up shared by train_net.py, eval scripts and tools.
+
+* Command-line overrides: every key, including the config-only dataset entries
+  (``DATASETS.REGISTER "{my_set: {IMAGE_ROOT: ..., ...}}"`` or
+  ``DATASETS.REGISTER.my_set.IMAGE_ROOT imgs``); a misspelt key is an error listing close keys.
+* Checks before anything is built: every dataset a run names is registered (close names are
+  suggested), path-like keys point to what they should (:func:`ovrsis.errors.check_path`).
+* Logs a person can read: a short header on the console (no 445-line config dump, no colour
+  codes unless the output is a terminal); the resolved config goes to ``OUTPUT_DIR/config.yaml``
+  and the environment report to ``OUTPUT_DIR/env.txt``.
+"""
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Optional, Sequence
 
 import torch
+import yaml
 from detectron2.config import CfgNode, get_cfg
-from detectron2.engine import default_setup
+from detectron2.data import DatasetCatalog
 from detectron2.utils import comm
+from detectron2.utils.collect_env import collect_env_info
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_ovrsis_config
 from ..data import register_datasets_from_config
+from ..errors import ConfigError, SuppressUserErrorTracebacks, check_path, close_names
+
+logger = logging.getLogger("ovrsis")
+
+_REGISTER = "DATASETS.REGISTER"
+
+
+def _all_keys(node: CfgNode, prefix: str = "") -> list:
+    keys = []
+    for k, v in node.items():
+        full = f"{prefix}{k}"
+        keys.append(full)
+        if isinstance(v, CfgNode) and full != _REGISTER:
+            keys.extend(_all_keys(v, full + "."))
+    return keys
+
+
+def merge_overrides(cfg: CfgNode, opts: Sequence[str]) -> None:
+    """``cfg.merge_from_list`` that also takes ``DATASETS.REGISTER`` entries and names close keys.
+
+    ``DATASETS.REGISTER`` takes a YAML mapping of entries (merged into the existing ones);
+    ``DATASETS.REGISTER.<name>.<KEY> value`` sets one field of one entry (creating it).
+    Raises :class:`ConfigError` for an odd number of items or an unknown key.
+    """
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ConfigError(f"config overrides come in KEY VALUE pairs; got an odd number of items: {opts}")
+    plain = []
+    for key, value in zip(opts[0::2], opts[1::2]):
+        if key == _REGISTER or key.startswith(_REGISTER + "."):
+            parsed = yaml.safe_load(value) if isinstance(value, str) else value
+            path = key.split(".")[2:]
+            if not path:
+                if not isinstance(parsed, dict):
+                    raise ConfigError(f"{_REGISTER} on the command line takes a YAML mapping, e.g. "
+                                      "\"{my_set: {IMAGE_ROOT: imgs, MASK_ROOT: masks, CLASS_NAMES: [a, b]}}\"")
+                update = parsed
+            else:
+                update = parsed
+                for part in reversed(path):
+                    update = {part: update}
+            cfg.DATASETS.REGISTER.merge_from_other_cfg(CfgNode(update, new_allowed=True))
+        else:
+            plain += [key, value]
+    try:
+        cfg.merge_from_list(plain)
+    except KeyError as err:
+        message = str(err).strip("'\"")
+        bad = message.rsplit(":", 1)[-1].strip()
+        raise ConfigError(f"unknown config key {bad!r}{close_names(bad, _all_keys(cfg))}") from None
+
+
+def check_datasets_registered(cfg: CfgNode) -> None:
+    """Every name in DATASETS.TRAIN/TEST is a registered dataset; else an error with close names."""
+    registered = DatasetCatalog.list()
+    for key in ("TRAIN", "TEST"):
+        for name in cfg.DATASETS[key]:
+            if name not in registered:
+                raise ConfigError(
+                    f"DATASETS.{key}: dataset {name!r} is not registered{close_names(name, registered)}. Register "
+                    "it under DATASETS.REGISTER (README, 'Datasets') or list the registered names with "
+                    "`python eval_scripts/run_benchmark.py --list`")
+
+
+def check_config_paths(cfg: CfgNode) -> None:
+    """Path-like keys that are set must point to a file/folder of the right kind."""
+    weights = cfg.MODEL.WEIGHTS
+    if weights and "://" not in weights:
+        check_path(weights, "MODEL.WEIGHTS", "file", "a model checkpoint (.pth)")
+    if cfg.DATASETS.ROOT:
+        check_path(cfg.DATASETS.ROOT, "DATASETS.ROOT", "dir", "the folder holding the datasets")
 
 
 def setup_cfg(config_file: str = "", opts: Sequence[str] = (), args: Optional[object] = None) -> CfgNode:
-    """get_cfg + ovrsis keys + file + overrides; registers config-declared datasets.
+    """get_cfg + ovrsis keys + file + overrides; registers config-declared datasets and checks
+    the datasets and paths the run names.
 
-    With ``args`` (from the argument parser) also runs detectron2's ``default_setup``:
-    logging, the resolved config and environment saved to OUTPUT_DIR, seeding.
+    With ``args`` (from the argument parser) also sets up the run (:func:`setup_run`): logging,
+    the resolved config and environment saved to OUTPUT_DIR, seeding.
     """
     cfg = get_cfg()
     add_ovrsis_config(cfg)
     if config_file:
+        check_path(config_file, "--config-file", "file", "a YAML config")
         cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    merge_overrides(cfg, opts)
     if not cfg.MODEL.DEVICE.startswith("cuda") and cfg.SOLVER.AMP.ENABLED:
-        logging.getLogger(__name__).warning("SOLVER.AMP.ENABLED is ignored on %s (CUDA only)", cfg.MODEL.DEVICE)
+        logger.warning("SOLVER.AMP.ENABLED is ignored on %s (CUDA only)", cfg.MODEL.DEVICE)
         cfg.SOLVER.AMP.ENABLED = False
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("MODEL.DEVICE is cuda but no GPU is visible; pass MODEL.DEVICE cpu")
+        raise ConfigError("MODEL.DEVICE is cuda but no GPU is visible; pass MODEL.DEVICE cpu")
+    check_config_paths(cfg)
     register_datasets_from_config(cfg)
+    check_datasets_registered(cfg)
     cfg.freeze()
     if args is not None:
-        default_setup(cfg, args)
-        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="ovrsis", abbrev_name="ovrsis")
-    else:  # programmatic use (tests, tools): seed as default_setup would
+        setup_run(cfg, args)
+    else:  # programmatic use (tests, tools): seed as setup_run would
         seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
     return cfg
+
+
+def setup_run(cfg: CfgNode, args: object) -> None:
+    """detectron2's ``default_setup`` without the console dump: loggers (colour only on a
+    terminal), a short header, ``config.yaml`` and ``env.txt`` in OUTPUT_DIR, seeding."""
+    output_dir = cfg.OUTPUT_DIR
+    rank = comm.get_rank()
+    if comm.is_main_process() and output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+    color = sys.stdout.isatty()
+    for name, abbrev in (("fvcore", None), ("detectron2", "d2"), ("ovrsis", "ovrsis")):
+        for handler in setup_logger(output_dir, distributed_rank=rank, color=color, name=name,
+                                    abbrev_name=abbrev).handlers:
+            handler.addFilter(SuppressUserErrorTracebacks())
+    header = [f"rank {rank} of {comm.get_world_size()}", f"command line: {' '.join(sys.argv)}"]
+    if comm.is_main_process() and output_dir:
+        with open(os.path.join(output_dir, "config.yaml"), "w") as f:
+            f.write(cfg.dump())
+        with open(os.path.join(output_dir, "env.txt"), "w") as f:
+            f.write(collect_env_info())
+        header.append(f"resolved config: {os.path.join(output_dir, 'config.yaml')}; environment: "
+                      f"{os.path.join(output_dir, 'env.txt')}")
+    header.append(f"model {cfg.MODEL.META_ARCHITECTURE} (CLIP {cfg.MODEL.CLIP.ARCH}), train {list(cfg.DATASETS.TRAIN)}, "
+                  f"test {list(cfg.DATASETS.TEST)}, device {cfg.MODEL.DEVICE}, seed {cfg.SEED}")
+    logger.info("\n  ".join(header))
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
+    if not getattr(args, "eval_only", False):
+        torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK

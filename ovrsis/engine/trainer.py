@@ -51,7 +51,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 def build_param_groups(cfg: CfgNode, model: torch.nn.Module) -> List[Dict[str, Any]]:
     """Trainable parameters grouped by (lr, weight decay).
 
-    CLIP parameters get ``BASE_LR × CLIP_MULTIPLIER``; norm layers ``WEIGHT_DECAY_NORM``;
+    CLIP parameters get ``BASE_LR × CLIP_MULTIPLIER`` (a trainable SAM encoder ``× SAM_MULTIPLIER``); norm layers ``WEIGHT_DECAY_NORM``;
     embeddings (nn.Embedding) ``WEIGHT_DECAY_EMBED`` — the official rules. Grouping equal
     hyper-parameters (instead of one group per tensor) changes nothing numerically.
     """
@@ -65,6 +65,8 @@ def build_param_groups(cfg: CfgNode, model: torch.nn.Module) -> List[Dict[str, A
             lr = cfg.SOLVER.BASE_LR
             if module_name == "clip" or module_name.startswith("clip."):
                 lr *= cfg.SOLVER.CLIP_MULTIPLIER
+            elif module_name == "specialists.sam.encoder" or module_name.startswith("specialists.sam.encoder."):
+                lr *= cfg.SOLVER.SAM_MULTIPLIER  # only trainable when MODEL.SAM.FROZEN is False
             wd = cfg.SOLVER.WEIGHT_DECAY
             if isinstance(module, _NORM_TYPES):
                 wd = cfg.SOLVER.WEIGHT_DECAY_NORM
@@ -103,7 +105,7 @@ class Trainer(DefaultTrainer):
         amp = cfg.SOLVER.AMP.ENABLED and torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda")
         self._trainer = (AMPTrainer if amp else SimpleTrainer)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = OVRSISCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = OVRSISCheckpointer.from_config(cfg, model, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg

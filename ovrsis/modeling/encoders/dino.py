@@ -128,6 +128,8 @@ class DINOEncoder(nn.Module):
         else:
             logger.warning("DINO encoder has random weights (MODEL.DINO.WEIGHTS is empty): a full model "
                            "checkpoint (MODEL.WEIGHTS) must provide them")
+        # frozen weights from their own file: a full-model checkpoint need not hold them
+        self.pretrained_from_file = bool(weights) and frozen
         if frozen:
             for p in self.parameters():
                 p.requires_grad_(False)
