@@ -36,7 +36,7 @@ import ovrsis.modeling  # noqa: F401  (registers the meta-architecture)
 from ovrsis.checkpoint import OVRSISCheckpointer
 from ovrsis.data.benchmarks import (PROTOCOLS, RECORDS, SUITES, InferenceProtocol, Suite, get_protocol, get_suite,
                                     inference_from_config)
-from ovrsis.engine import Trainer, launch, setup_cfg
+from ovrsis.engine import Trainer, launch, report_user_errors, setup_cfg
 from ovrsis.modeling.meta_arch import vocabulary_of
 from ovrsis.evaluation import OpenVocabSemSegEvaluator
 from ovrsis.evaluation.benchmark_table import DatasetResult, to_csv, to_markdown
@@ -133,6 +133,9 @@ def evaluate_suite(cfg: CfgNode, suite: Suite, output: str, override: str | None
         model = Trainer.build_model(protocol_cfg)
         if cfg.MODEL.WEIGHTS:
             OVRSISCheckpointer.from_config(cfg, model, save_dir=output).load(cfg.MODEL.WEIGHTS)
+        elif getattr(model, "requires_weights", True):
+            logger.warning("MODEL.WEIGHTS is empty: scoring a model whose trained parts are randomly initialised "
+                           "(pass MODEL.WEIGHTS path/to/model_final.pth)")
         model.eval()
         for name, _, key, _ in (plan for plan in todo if plan[1] == protocol):
             index = suite.datasets.index(name) + 1
@@ -209,7 +212,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     if args.list:
         print_catalog()
         return
-    timeout = setup_cfg(args.config_file, args.opts).DIST.TIMEOUT_MINUTES
+    timeout = report_user_errors(setup_cfg, args.config_file, args.opts).DIST.TIMEOUT_MINUTES
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,), timeout_minutes=timeout)
 

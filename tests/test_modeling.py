@@ -19,6 +19,7 @@ import ovrsis  # noqa: F401  (compat shims before detectron2)
 import ovrsis.modeling  # noqa: F401  (registers the meta-architecture)
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+from detectron2.structures import ImageList
 
 from ovrsis.checkpoint import OVRSISCheckpointer
 from ovrsis.config import add_ovrsis_config
@@ -701,3 +702,19 @@ def test_stretch_padding_changes_non_divisible_image(shared_model):
     a, b = _whole(shared_model, img, True), _whole(shared_model, img, False)
     assert a.shape == b.shape == (3, 50, 70)
     assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("size", [(80, 120), (50, 70), (13, 200), (1, 1), (64, 64), (130, 97)])
+def test_stretch_padding_matches_official_postprocess(shared_model, size):
+    """Official P-A: pad to SIZE_DIVISIBILITY, squash to CLIP, sigmoid, then detectron2's
+    sem_seg_postprocess (crop the output map to the unpadded size, resize to the output)."""
+    from detectron2.modeling.postprocessing import sem_seg_postprocess
+
+    img = image(*size)
+    ours = _whole(shared_model, img, True)
+    normed = shared_model._normalize(img)
+    padded = ImageList.from_tensors([normed], shared_model.size_divisibility)
+    probs = shared_model.predict_logits(padded.tensor, shared_model.test_classes).sigmoid()
+    reference = sem_seg_postprocess(probs[0], padded.image_sizes[0], *size)
+    assert ours.shape == reference.shape
+    assert torch.allclose(ours, reference, atol=1e-6)

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -68,15 +69,29 @@ def merge_overrides(cfg: CfgNode, opts: Sequence[str]) -> None:
                 update = parsed
                 for part in reversed(path):
                     update = {part: update}
+            cfg.DATASETS.REGISTER.set_new_allowed(True)  # recursively: entries from files gain fields too
             cfg.DATASETS.REGISTER.merge_from_other_cfg(CfgNode(update, new_allowed=True))
         else:
             plain += [key, value]
-    try:
+    with _config_errors(cfg, "the command line"):
         cfg.merge_from_list(plain)
-    except KeyError as err:
+
+
+@contextlib.contextmanager
+def _config_errors(cfg: CfgNode, source: str):
+    """yacs' KeyError/AssertionError (unknown key) and ValueError (type mismatch) as ConfigError."""
+    try:
+        yield
+    except (KeyError, AssertionError) as err:
         message = str(err).strip("'\"")
+        if "Non-existent" not in message:
+            raise
         bad = message.rsplit(":", 1)[-1].strip()
-        raise ConfigError(f"unknown config key {bad!r}{close_names(bad, _all_keys(cfg))}") from None
+        raise ConfigError(f"{source}: unknown config key {bad!r}{close_names(bad, _all_keys(cfg))}") from None
+    except ValueError as err:
+        if "Type mismatch" not in str(err):
+            raise
+        raise ConfigError(f"{source}: {err}") from None
 
 
 def check_datasets_registered(cfg: CfgNode) -> None:
@@ -111,7 +126,8 @@ def setup_cfg(config_file: str = "", opts: Sequence[str] = (), args: Optional[ob
     add_ovrsis_config(cfg)
     if config_file:
         check_path(config_file, "--config-file", "file", "a YAML config")
-        cfg.merge_from_file(config_file)
+        with _config_errors(cfg, config_file):
+            cfg.merge_from_file(config_file)
     merge_overrides(cfg, opts)
     if not cfg.MODEL.DEVICE.startswith("cuda") and cfg.SOLVER.AMP.ENABLED:
         logger.warning("SOLVER.AMP.ENABLED is ignored on %s (CUDA only)", cfg.MODEL.DEVICE)
