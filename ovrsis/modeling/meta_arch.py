@@ -21,11 +21,12 @@ from .cost.rotation import check_rotations, fuse_rotation_costs, fused_channels,
 from .cost.volume import cosine_cost, scatter_selected, select_top_classes
 from .decoders.guided_upsampling import TapPyramid
 from .encoders.clip import CLIPEncoder
-from .encoders.specialist import build_specialists, check_guidance_sources
+from .encoders.specialist import build_specialists, check_guidance_sources, resample_to_grid
 from .perturbation import PerturbationStage, build_perturbation
 from .losses import per_class_bce
 from .tiling import TilingSettings, tiled_probabilities
-from .registry import AGGREGATOR_REGISTRY, DECODER_REGISTRY
+from .registry import AGGREGATOR_REGISTRY, DECODER_REGISTRY, LOSS_HEAD_REGISTRY
+from . import loss_heads as _loss_heads  # noqa: F401  (registers the loss heads)
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class CostAggregationSegmentor(nn.Module):
     """
 
     @configurable
-    def __init__(self, *, clip: CLIPEncoder, tap_pyramid: TapPyramid, aggregator: nn.Module, decoder: nn.Module,
+    def __init__(self, *, clip: CLIPEncoder, tap_pyramid: Optional[TapPyramid], aggregator: nn.Module, decoder: nn.Module,
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], train_classes: Sequence[str],
                  test_classes: Sequence[str], max_classes: int = 256, rotations: Sequence[int] = (0,),
                  rotation_fusion: str = "stack", ignore_value: int = 255,
@@ -55,7 +56,8 @@ class CostAggregationSegmentor(nn.Module):
                  slide_global_view: bool = True, stretch_padding: bool = False, size_divisibility: int = 32,
                  tiling: TilingSettings = TilingSettings(), specialists: Optional[nn.ModuleDict] = None,
                  guidance_sources: Sequence[str] = ("clip",),
-                 perturbation: Optional[PerturbationStage] = None) -> None:
+                 perturbation: Optional[PerturbationStage] = None, appearance_source: str = "clip",
+                 loss_heads: Optional[nn.ModuleDict] = None) -> None:
         super().__init__()
         if inference_mode not in ("whole", "slide", "tiled"):
             raise ValueError(f"TEST.INFERENCE_MODE must be 'whole', 'slide' or 'tiled', got {inference_mode!r}")
@@ -73,6 +75,15 @@ class CostAggregationSegmentor(nn.Module):
         # frozen specialist encoders (GSNet's DINO): extra cost volumes and decoder guidance
         self.specialists = specialists if specialists is not None else nn.ModuleDict()
         self.guidance_sources = check_guidance_sources(guidance_sources, self.specialists, decoder)
+        if ("clip" in self.guidance_sources) != (tap_pyramid is not None):
+            raise ValueError("CLIP tap projections (tap_pyramid) are needed exactly when 'clip' is a decoder guidance source")
+        with_features = ["clip"] + [n for n, s in self.specialists.items() if getattr(s, "feature_dim", 0)]
+        if appearance_source not in with_features:
+            raise ValueError(f"MODEL.AGGREGATOR.APPEARANCE_GUIDANCE_SOURCE {appearance_source!r} is not a built "
+                             f"feature source; available: {with_features}")
+        self.appearance_source = appearance_source
+        # training-only loss heads (MODEL.LOSS.HEADS, e.g. AerOSeg's semantic back-projection)
+        self.loss_heads = loss_heads if loss_heads is not None else nn.ModuleDict()
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         self.train_classes = list(train_classes)
@@ -109,15 +120,28 @@ class CostAggregationSegmentor(nn.Module):
         specialists = build_specialists(cfg, clip_image_size=clip.image_size, clip_grid=clip.grid_size,
                                         text_dim=clip.embed_dim)
         specialist_channels = [len(m.TEXT.TEMPLATES) for s in specialists.values() if s.has_cost]
+        feature_dims = {"clip": clip.embed_dim,
+                        **{n: s.feature_dim for n, s in specialists.items() if getattr(s, "feature_dim", 0)}}
+        appearance = m.AGGREGATOR.APPEARANCE_GUIDANCE_SOURCE
+        if appearance not in feature_dims:
+            raise ValueError(f"MODEL.AGGREGATOR.APPEARANCE_GUIDANCE_SOURCE {appearance!r}: no such feature source; "
+                             f"available: {sorted(feature_dims)} (enable its stream, e.g. MODEL.SAM.ENABLED)")
+        # the appearance-guidance width is passed only when it is not CLIP's (aggregators default to clip_dim)
+        appearance_dim = {} if appearance == "clip" else {"appearance_dim": feature_dims[appearance]}
         aggregator = AGGREGATOR_REGISTRY.get(m.AGGREGATOR.NAME).from_config(
             cfg, cost_channels=[cost_channels, *specialist_channels] if specialist_channels else cost_channels,
-            clip_dim=clip.embed_dim, resolution=resolution)
+            clip_dim=clip.embed_dim, resolution=resolution, **appearance_dim)
         decoder = DECODER_REGISTRY.get(m.DECODER.NAME).from_config(cfg, in_dim=m.AGGREGATOR.HIDDEN_DIM)
         train_classes = vocabulary_of(cfg.DATASETS.TRAIN[0]) if cfg.DATASETS.TRAIN else []
         test_classes = vocabulary_of(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else []
+        loss_heads = nn.ModuleDict({
+            name: LOSS_HEAD_REGISTRY.get(name).from_config(cfg, in_dim=m.AGGREGATOR.HIDDEN_DIM,
+                                                           feature_dims=feature_dims, train_classes=train_classes)
+            for name in m.LOSS.HEADS})
         return {
             "clip": clip,
-            "tap_pyramid": TapPyramid(clip.width, m.DECODER.GUIDANCE_DIMS, scales=(2, 4)),
+            "tap_pyramid": (TapPyramid(clip.width, m.DECODER.GUIDANCE_DIMS, scales=(2, 4))
+                            if "clip" in m.DECODER.GUIDANCE_SOURCES else None),
             "aggregator": aggregator,
             "decoder": decoder,
             "pixel_mean": m.PIXEL_MEAN,
@@ -140,6 +164,8 @@ class CostAggregationSegmentor(nn.Module):
             "specialists": specialists,
             "guidance_sources": m.DECODER.GUIDANCE_SOURCES,
             "perturbation": build_perturbation(cfg, clip.embed_dim),
+            "appearance_source": appearance,
+            "loss_heads": loss_heads,
         }
 
     @property
@@ -171,20 +197,30 @@ class CostAggregationSegmentor(nn.Module):
 
     def predict_logits(self, clip_images: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
         """CLIP-normalised images at the CLIP resolution (B, 3, S, S) → logits (B, T, 4g, 4g)."""
+        return self._predict(clip_images, class_names)[0]
+
+    def _predict(self, clip_images: torch.Tensor, class_names: Sequence[str]) -> Tuple[torch.Tensor, Dict[str, object]]:
+        """:meth:`predict_logits` plus the state the loss heads read: ``embedding`` (B, T', C, g, g)
+        over the T' ≤ T selected classes, ``features`` (dense maps by source), ``images`` (the CLIP input)."""
         text = self.perturbation.perturb_text(self.clip.encode_text(class_names))  # (T, P, C), normalised
         cost, dense, taps = self.cost_volume(clip_images, text)
         cost, text_sel, idx = select_top_classes(cost, text, self.max_classes)
-        guidance = {"clip": self.tap_pyramid(taps)}
+        guidance = {"clip": self.tap_pyramid(taps)} if self.tap_pyramid is not None else {}
+        features = {"clip": dense}
         extra_costs = []
         for name, stream in self.specialists.items():  # unrotated images; costs over the selected classes
-            specialist_cost, specialist_guidance = stream(clip_images, text_sel)
-            if specialist_cost is not None:
-                extra_costs.append(specialist_cost)
-            if specialist_guidance:
-                guidance[name] = specialist_guidance
-        embedding = self.aggregator(cost, dense, text_sel, extra_costs)
+            out = stream(clip_images, text_sel)
+            if out.cost is not None:
+                extra_costs.append(out.cost)
+            if out.guidance:
+                guidance[name] = out.guidance
+            if out.features is not None:
+                features[name] = out.features
+        appearance = resample_to_grid(features[self.appearance_source], dense.shape[-2:])
+        embedding = self.aggregator(cost, appearance, text_sel, extra_costs)
         logits = self.decoder(embedding, [guidance[s] for s in self.guidance_sources])
-        return scatter_selected(logits, idx, len(class_names))
+        state = {"embedding": embedding, "features": features, "images": clip_images}
+        return scatter_selected(logits, idx, len(class_names)), state
 
     def _to_clip_input(self, images: torch.Tensor) -> torch.Tensor:
         size = (self.clip.image_size, self.clip.image_size)
@@ -209,10 +245,13 @@ class CostAggregationSegmentor(nn.Module):
         if not self.train_classes:
             raise ValueError("empty vocabulary: the training dataset registers no classes")
         images = ImageList.from_tensors([self._normalize(x["image"]) for x in batched_inputs], 0).tensor
-        logits = self.predict_logits(self._to_clip_input(images), self.train_classes)
+        logits, state = self._predict(self._to_clip_input(images), self.train_classes)
         targets = torch.stack([x["sem_seg"].to(self.device) for x in batched_inputs])
         logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
-        return {"loss_sem_seg": per_class_bce(logits, targets, self.ignore_value, self.ignore_as_negative)}
+        losses = {"loss_sem_seg": per_class_bce(logits, targets, self.ignore_value, self.ignore_as_negative)}
+        for head in self.loss_heads.values():  # training-only heads (MODEL.LOSS.HEADS)
+            losses.update(head(state))
+        return losses
 
     # ------------------------------------------------------------------ inference protocols
     def _output_size(self, x: Dict, default: Tuple[int, int]) -> Tuple[int, int]:

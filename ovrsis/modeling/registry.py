@@ -6,3 +6,7 @@ AGGREGATOR_REGISTRY.__doc__ = "Cost aggregation stacks: cost volume + guidance �
 
 DECODER_REGISTRY = Registry("OVRSIS_DECODER")
 DECODER_REGISTRY.__doc__ = "Decoders: aggregated embedding + guidance → per-class logits (B, T, H, W)."
+
+LOSS_HEAD_REGISTRY = Registry("OVRSIS_LOSS_HEAD")
+LOSS_HEAD_REGISTRY.__doc__ = ("Training-only loss heads (MODEL.LOSS.HEADS): intermediate model state → extra named "
+                              "losses added to the BCE; never run at inference.")

@@ -36,8 +36,11 @@ class CATSegAggregator(nn.Module):
                  hidden_dim: int = 128, num_layers: int = 2, num_heads: int = 4, window: int = 12,
                  appearance_proj_dim: int = 128, text_proj_dim: int = 128, attention: str = "linear",
                  pad_len: int = 256, pooling_train: Sequence[int] = (2, 2), pooling_test: Sequence[int] = (1, 1),
-                 cost_fusion: str = "conv", checkpoint_activations: bool = False) -> None:
+                 cost_fusion: str = "conv", checkpoint_activations: bool = False,
+                 appearance_dim: Optional[int] = None) -> None:
         """``cost_channels``: channels of the CLIP cost, then of each specialist cost (if any);
+        ``appearance_dim``: channels of the appearance-guidance map (default ``clip_dim``: the CLIP
+        dense map; AerOSeg: SAM's 256-d neck, ``MODEL.AGGREGATOR.APPEARANCE_GUIDANCE_SOURCE``);
         ``cost_fusion``: the cost embedding (:mod:`ovrsis.modeling.cost.fusion`);
         ``checkpoint_activations``: recompute each layer's activations in the backward pass
         (:mod:`ovrsis.modeling.checkpointing`; same results, less training memory)."""
@@ -46,7 +49,7 @@ class CATSegAggregator(nn.Module):
         channels = [cost_channels] if isinstance(cost_channels, int) else list(cost_channels)
         self.cost_embed = build_cost_embedding(cost_fusion, channels, hidden_dim)
         self.appearance_proj = nn.Sequential(
-            nn.Conv2d(clip_dim, appearance_proj_dim, kernel_size=3, padding=1), nn.ReLU())
+            nn.Conv2d(appearance_dim or clip_dim, appearance_proj_dim, kernel_size=3, padding=1), nn.ReLU())
         self.text_proj = nn.Sequential(nn.Linear(clip_dim, text_proj_dim), nn.ReLU())
         self.layers = nn.ModuleList([
             AggregationLayer(hidden_dim, appearance_proj_dim, text_proj_dim, resolution, num_heads, window,
@@ -56,9 +59,9 @@ class CATSegAggregator(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, *, cost_channels: Union[int, Sequence[int]], clip_dim: int,
-                    resolution: Tuple[int, int]) -> "CATSegAggregator":
+                    resolution: Tuple[int, int], appearance_dim: Optional[int] = None) -> "CATSegAggregator":
         a = cfg.MODEL.AGGREGATOR
-        return cls(cost_channels=cost_channels, clip_dim=clip_dim, resolution=resolution,
+        return cls(cost_channels=cost_channels, clip_dim=clip_dim, resolution=resolution, appearance_dim=appearance_dim,
                    cost_fusion=cfg.MODEL.COST.FUSION,
                    hidden_dim=a.HIDDEN_DIM, num_layers=a.NUM_LAYERS, num_heads=a.NUM_HEADS, window=a.WINDOW_SIZE,
                    appearance_proj_dim=a.APPEARANCE_GUIDANCE_PROJ_DIM, text_proj_dim=a.TEXT_GUIDANCE_PROJ_DIM,
@@ -72,7 +75,8 @@ class CATSegAggregator(nn.Module):
 
     def forward(self, cost: torch.Tensor, dense: torch.Tensor, text: torch.Tensor,
                 extra_costs: Sequence[torch.Tensor] = ()) -> torch.Tensor:
-        """cost (B, P, T, h, w); dense CLIP map (B, C, h, w); text (B, T, P, C) normalised;
+        """cost (B, P, T, h, w); ``dense``: the appearance-guidance map (B, appearance_dim, h, w) — the CLIP
+        dense map unless another source is configured; text (B, T, P, C) normalised;
         ``extra_costs``: specialist cost volumes over the same (selected) classes."""
         x = self.embed_cost(cost, extra_costs)
         appearance = self.appearance_proj(dense)

@@ -9,21 +9,36 @@ guidance-only stream for RemoteCLIP. The meta-architecture keeps them in an
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..cost.specialist import SpecialistCost
 from ..decoders.guided_upsampling import TapPyramid
 from .dino import DINOEncoder
+from .sam import SAMEncoder
+
+
+class StreamOutput(NamedTuple):
+    """What one stream gives the model: cost (B, P, T, g, g) or None; guidance maps per decoder
+    stage; ``features``: the encoder's last returned map (the one after the guidance taps: DINO's
+    cost block, SAM's neck) at its own grid, or None — an appearance-guidance source and a
+    reconstruction target (AerOSeg)."""
+    cost: Optional[torch.Tensor]
+    guidance: List[torch.Tensor]
+    features: Optional[torch.Tensor]
 
 
 class SpecialistStream(nn.Module):
-    """Encoder returning ``num_guidance`` guidance maps, then (if ``cost``) the cost map."""
+    """Encoder returning ``num_guidance`` guidance maps, then (if ``cost``) the cost map.
+
+    ``feature_dim``: channels of :attr:`StreamOutput.features` (0: the stream gives none).
+    """
 
     def __init__(self, encoder: nn.Module, num_guidance: int, cost: Optional[SpecialistCost] = None,
-                 taps: Optional[TapPyramid] = None) -> None:
+                 taps: Optional[nn.Module] = None, feature_dim: int = 0) -> None:
         super().__init__()
         if (taps is None) != (num_guidance == 0):
             raise ValueError("a specialist stream needs tap projections exactly when it gives guidance")
@@ -31,6 +46,7 @@ class SpecialistStream(nn.Module):
         self.cost = cost
         self.taps = taps
         self.num_guidance = num_guidance
+        self.feature_dim = int(feature_dim)
 
     @property
     def has_cost(self) -> bool:
@@ -40,15 +56,40 @@ class SpecialistStream(nn.Module):
     def has_guidance(self) -> bool:
         return self.num_guidance > 0
 
-    def forward(self, images: torch.Tensor, text: torch.Tensor) -> Tuple[Optional[torch.Tensor], List[torch.Tensor]]:
+    def forward(self, images: torch.Tensor, text: torch.Tensor) -> StreamOutput:
         """images: CLIP-normalised (B, 3, S, S); text: (T, P, C) or (B, T, P, C) (the selected classes).
 
-        Returns (cost (B, P, T, g, g) or None, guidance maps per decoder stage).
+        Returns :class:`StreamOutput` (cost or None, guidance maps per decoder stage, features or None).
         """
         outs = self.encoder(images)
         guidance = self.taps(outs[: self.num_guidance]) if self.taps is not None else []
         cost = self.cost(outs[self.num_guidance], text) if self.cost is not None else None
-        return cost, guidance
+        features = outs[self.num_guidance] if self.feature_dim and len(outs) > self.num_guidance else None
+        return StreamOutput(cost, guidance, features)
+
+
+def resample_to_grid(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(B, C, h, w) → (B, C, *size) by area averaging (adaptive average pooling; an integer
+    upscale replicates pixels); unchanged when already that size."""
+    size = tuple(int(s) for s in size)
+    return x if tuple(x.shape[-2:]) == size else F.adaptive_avg_pool2d(x, size)
+
+
+class ResampledTaps(nn.Module):
+    """Parameter-free decoder guidance (AerOSeg's SAM taps, Eq. 10): tap i is area-resampled to
+    half the grid of decoder stage i, then upsampled ×2 nearest — the "nearest ×2" of Eq. 10 — to
+    the stage grid ``stage_grids[i]``. The decoder's per-source 3×3 projection follows."""
+
+    def __init__(self, stage_grids: Sequence[int]) -> None:
+        super().__init__()
+        if any(int(g) < 2 or int(g) % 2 for g in stage_grids):
+            raise ValueError(f"decoder stage grids {list(stage_grids)} must be even (nearest ×2 from half the grid)")
+        self.stage_grids = [int(g) for g in stage_grids]
+
+    def forward(self, taps: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """taps: (B, C, h, w) each → [(B, C, stage_grids[i], stage_grids[i])]."""
+        return [F.interpolate(resample_to_grid(t, (g // 2, g // 2)), scale_factor=2.0, mode="nearest")
+                for t, g in zip(taps, self.stage_grids)]
 
 
 def _integer_ratio(num: int, den: int, what: str) -> int:
@@ -84,12 +125,33 @@ def build_dino_stream(cfg, *, clip_image_size: int, clip_grid: int, text_dim: in
     return SpecialistStream(encoder, len(guidance_layers), cost, taps)
 
 
+def build_sam_stream(cfg, *, clip_grid: int) -> SpecialistStream:
+    """AerOSeg's SAM stream from ``MODEL.SAM``: a frozen SAM image encoder fed the model-normalised
+    CLIP input, resized to ``MODEL.SAM.INPUT_SIZE`` and renormalised with SAM's statistics inside; blocks
+    ``GUIDANCE_LAYERS`` guide the decoder stages (:class:`ResampledTaps`, no parameters), the neck
+    output is its ``features`` (appearance guidance and back-projection target, 256-d)."""
+    s = cfg.MODEL.SAM
+    dims = list(cfg.MODEL.DECODER.GUIDANCE_DIMS)
+    layers = [int(i) for i in s.GUIDANCE_LAYERS]
+    if layers and len(layers) != len(dims):
+        raise ValueError(f"MODEL.SAM.GUIDANCE_LAYERS {layers} needs one entry per decoder stage "
+                         f"(MODEL.DECODER.GUIDANCE_DIMS {dims}) or none")
+    encoder = SAMEncoder.from_config(cfg)
+    if layers and any(d != encoder.width for d in dims):
+        raise ValueError(f"SAM taps are {encoder.width}-d (MODEL.SAM.ARCH {s.ARCH!r}): set MODEL.DECODER.GUIDANCE_DIMS "
+                         f"to {[encoder.width] * len(dims)}, got {dims}")
+    taps = ResampledTaps([clip_grid * 2 ** (i + 1) for i in range(len(layers))]) if layers else None
+    return SpecialistStream(encoder, len(layers), None, taps, feature_dim=encoder.out_chans)
+
+
 def build_specialists(cfg, *, clip_image_size: int, clip_grid: int, text_dim: int) -> nn.ModuleDict:
     """The specialist streams a config asks for, named by guidance source (empty for CAT-Seg/OVRS)."""
     streams = {}
     if cfg.MODEL.DINO.ENABLED:
         streams["dino"] = build_dino_stream(cfg, clip_image_size=clip_image_size, clip_grid=clip_grid,
                                             text_dim=text_dim)
+    if cfg.MODEL.SAM.ENABLED:
+        streams["sam"] = build_sam_stream(cfg, clip_grid=clip_grid)
     return nn.ModuleDict(streams)
 
 
@@ -98,8 +160,8 @@ def check_guidance_sources(sources: Sequence[str], specialists: nn.ModuleDict, d
     sources = [str(s) for s in sources]
     available = ["clip"] + [name for name, s in specialists.items() if s.has_guidance]
     unknown = [s for s in sources if s not in available]
-    unused = [s for s in available if s not in sources]
-    if unknown or unused or len(set(sources)) != len(sources):
+    unused = [s for s in available[1:] if s not in sources]  # CLIP's taps may go unused (AerOSeg: SAM only)
+    if not sources or unknown or unused or len(set(sources)) != len(sources):
         raise ValueError(f"MODEL.DECODER.GUIDANCE_SOURCES {sources} must list each guidance source once; "
                          f"available: {available} (a specialist with guidance layers must be listed)")
     num = getattr(decoder, "num_sources", 1)

@@ -1,0 +1,204 @@
+"""The SAM image encoder as a frozen guidance encoder (AerOSeg).
+
+The network is ``segment_anything``'s own ``ImageEncoderViT`` built with the architecture of
+``segment_anything/build_sam.py`` (patch 16, pre-training input 1024² → 64×64 tokens,
+absolute positional embedding (1, 64, 64, C), decomposed relative positions, window 14 with
+global attention in four blocks, neck Conv1×1 C→256 + LayerNorm2d + Conv3×3 256→256 +
+LayerNorm2d). Its parameter names are those of the SAM checkpoints' ``image_encoder.*``, so
+``sam_vit_{b,l,h}_*.pth`` load directly (prompt encoder and mask decoder dropped).
+
+The forward takes the CLIP-normalised image the rest of the model sees, undoes that
+normalisation, applies SAM's (``pixel_mean``/``pixel_std`` on 0–255 RGB), resizes it
+bilinearly to ``input_size`` and returns the outputs of the requested blocks as (B, C, g, g)
+maps followed by the neck output (B, 256, g, g) — SAM's "image embedding", what
+``ImageEncoderViT.forward`` returns. ``input_size`` below 1024 interpolates the absolute
+positional embedding bicubically to the smaller grid (the relative positions of the
+global-attention blocks are interpolated by segment_anything itself); 1024 is SAM's own path.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from functools import partial
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+# segment_anything/build_sam.py: (width, depth, heads, global-attention blocks (0-based))
+SAM_ARCHS: Dict[str, Tuple[int, int, int, Tuple[int, ...]]] = {
+    "vit_b": (768, 12, 12, (2, 5, 8, 11)),
+    "vit_l": (1024, 24, 16, (5, 11, 17, 23)),
+    "vit_h": (1280, 32, 16, (7, 15, 23, 31)),
+}
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # segment_anything Sam.pixel_mean (0-255 RGB)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+_DROPPED_PREFIXES = ("prompt_encoder.", "mask_decoder.")
+
+
+def resize_abs_pos(pos: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+    """SAM's absolute positional embedding (1, n, n, C) → (1, gh, gw, C), bicubic
+    (align_corners=False), as ViTDet/SAM-derived code resizes it; unchanged at the native grid."""
+    if tuple(pos.shape[1:3]) == tuple(grid):
+        return pos
+    resized = F.interpolate(pos.permute(0, 3, 1, 2), size=tuple(int(g) for g in grid), mode="bicubic",
+                            align_corners=False)
+    return resized.permute(0, 2, 3, 1)
+
+
+def read_sam_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], int]:
+    """Image-encoder state dict (names without ``image_encoder.``) from a SAM checkpoint.
+
+    Accepts the released full-model files (``image_encoder.*``, ``prompt_encoder.*``,
+    ``mask_decoder.*``; the latter two are dropped and counted), a bare image-encoder state dict,
+    or either wrapped in ``model``/``state_dict`` with ``module.`` prefixes. Loaded with
+    ``weights_only=True``. Returns (state dict, number of dropped tensors).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"MODEL.SAM.WEIGHTS: no such file {path!r}")
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(loaded, Mapping):
+        raise ValueError(f"{path}: not a SAM checkpoint (expected a dict, got {type(loaded).__name__})")
+    for key in ("model", "state_dict"):
+        if key in loaded and isinstance(loaded[key], Mapping):
+            loaded = loaded[key]
+            break
+    names = {k[len("module."):] if k.startswith("module.") else k: v for k, v in loaded.items() if torch.is_tensor(v)}
+    full_model = any(k.startswith("image_encoder.") for k in names)
+    state, dropped = {}, 0
+    for name, value in names.items():
+        if full_model:
+            if not name.startswith("image_encoder."):
+                dropped += 1
+                continue
+            name = name[len("image_encoder."):]
+        elif name.startswith(_DROPPED_PREFIXES):
+            dropped += 1
+            continue
+        state[name] = value
+    return state, dropped
+
+
+class SAMEncoder(nn.Module):
+    """Frozen SAM ViT image encoder returning intermediate block outputs and the neck output.
+
+    ``out_indices``: 0-based blocks whose outputs are returned, in order (AerOSeg with ViT-L:
+    7 and 15, the 8th and 16th blocks), then the neck output. ``input_mean``/``input_std``: the
+    normalisation of the images given to :meth:`forward` (the model's, CLIP's statistics).
+    """
+
+    def __init__(self, *, arch: str = "vit_l", width: int = 0, depth: int = 0, num_heads: int = 0,
+                 global_attn_blocks: Sequence[int] = (), window_size: int = 14, patch_size: int = 16,
+                 pretrain_size: int = 1024, out_chans: int = 256, input_size: int = 1024,
+                 out_indices: Sequence[int] = (7, 15), weights: str = "", frozen: bool = True,
+                 input_mean: Sequence[float] = SAM_PIXEL_MEAN, input_std: Sequence[float] = SAM_PIXEL_STD,
+                 pixel_mean: Sequence[float] = SAM_PIXEL_MEAN, pixel_std: Sequence[float] = SAM_PIXEL_STD) -> None:
+        super().__init__()
+        from segment_anything.modeling import ImageEncoderViT
+
+        if arch in SAM_ARCHS:
+            width, depth, num_heads, global_attn_blocks = SAM_ARCHS[arch]
+        elif arch != "custom":
+            raise ValueError(f"MODEL.SAM.ARCH must be one of {sorted(SAM_ARCHS)} or 'custom', got {arch!r}")
+        elif min(width, depth, num_heads) <= 0:
+            raise ValueError("MODEL.SAM.ARCH 'custom' needs MODEL.SAM.CUSTOM.WIDTH, DEPTH and NUM_HEADS > 0")
+        if pretrain_size % patch_size or input_size % patch_size:
+            raise ValueError(f"SAM sizes {pretrain_size} (pre-training) and {input_size} (MODEL.SAM.INPUT_SIZE) "
+                             f"must be multiples of the patch size {patch_size}")
+        self.out_indices = [int(i) for i in out_indices]
+        if any(i < 0 or i >= depth for i in self.out_indices):
+            raise ValueError(f"MODEL.SAM.GUIDANCE_LAYERS {self.out_indices} out of range for {depth} SAM blocks "
+                             f"(0-based; MODEL.SAM.ARCH {arch!r})")
+        self.arch = arch
+        self.width = width
+        self.out_chans = out_chans
+        self.patch_size = patch_size
+        self.input_size = int(input_size)
+        self.frozen = frozen
+        self.image_encoder = ImageEncoderViT(
+            img_size=pretrain_size, patch_size=patch_size, embed_dim=width, depth=depth, num_heads=num_heads,
+            mlp_ratio=4, out_chans=out_chans, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            use_abs_pos=True, use_rel_pos=True, window_size=window_size,
+            global_attn_indexes=tuple(int(i) for i in global_attn_blocks))
+        # input (model-normalised) → SAM-normalised: x_sam = x · scale + shift
+        in_mean, in_std = torch.tensor(input_mean, dtype=torch.float32), torch.tensor(input_std, dtype=torch.float32)
+        mean, std = torch.tensor(pixel_mean, dtype=torch.float32), torch.tensor(pixel_std, dtype=torch.float32)
+        self.register_buffer("scale", (in_std / std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", ((in_mean - mean) / std).view(1, 3, 1, 1), persistent=False)
+        if weights:
+            self.load_checkpoint(weights)
+        else:
+            logger.warning("SAM encoder has random weights (MODEL.SAM.WEIGHTS is empty): a full model "
+                           "checkpoint (MODEL.WEIGHTS) must provide them")
+        if frozen:
+            for p in self.parameters():
+                p.requires_grad_(False)
+            self.eval()
+
+    @classmethod
+    def from_config(cls, cfg, out_indices: Optional[Sequence[int]] = None) -> "SAMEncoder":
+        s = cfg.MODEL.SAM
+        return cls(arch=s.ARCH, width=s.CUSTOM.WIDTH, depth=s.CUSTOM.DEPTH, num_heads=s.CUSTOM.NUM_HEADS,
+                   global_attn_blocks=s.CUSTOM.GLOBAL_ATTN_BLOCKS, window_size=s.CUSTOM.WINDOW_SIZE,
+                   pretrain_size=s.CUSTOM.PRETRAIN_SIZE if s.ARCH == "custom" else 1024,
+                   input_size=s.INPUT_SIZE,
+                   out_indices=s.GUIDANCE_LAYERS if out_indices is None else out_indices,
+                   weights=s.WEIGHTS, frozen=s.FROZEN, input_mean=cfg.MODEL.PIXEL_MEAN, input_std=cfg.MODEL.PIXEL_STD,
+                   pixel_mean=s.PIXEL_MEAN, pixel_std=s.PIXEL_STD)
+
+    def train(self, mode: bool = True) -> "SAMEncoder":
+        """A frozen encoder stays in eval mode."""
+        return super().train(mode and not self.frozen)
+
+    @property
+    def grid(self) -> int:
+        """Token grid side at ``input_size`` (64 at SAM's native 1024²)."""
+        return self.input_size // self.patch_size
+
+    # ------------------------------------------------------------------ weights
+    def load_checkpoint(self, path: str) -> None:
+        """Load SAM image-encoder weights strictly; the error lists missing, unexpected and
+        mis-shaped tensors (a checkpoint of another SAM size shows up as shape mismatches)."""
+        state, dropped = read_sam_checkpoint(path)
+        own = self.image_encoder.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                  for k, v in state.items() if k in own and v.shape != own[k].shape]
+        if missing or unexpected or shapes:
+            def _fmt(keys):
+                return ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else "")
+            raise ValueError(
+                f"{path}: SAM checkpoint does not match the configured image encoder (MODEL.SAM.ARCH {self.arch!r}): "
+                f"{len(missing)} missing [{_fmt(missing)}], {len(unexpected)} unexpected [{_fmt(unexpected)}], "
+                f"{len(shapes)} with another shape [{_fmt(shapes)}]")
+        self.image_encoder.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+        logger.info("Loaded SAM %s image encoder from %s: all %d tensors matched, %d prompt-encoder/mask-decoder "
+                    "tensors dropped", self.arch, path, len(state), dropped)
+
+    # ------------------------------------------------------------------ forward
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """Model-normalised images (B, 3, H, W) → SAM-normalised (B, 3, input_size, input_size), bilinear."""
+        x = images * self.scale + self.shift  # per-channel affine: commutes with the bilinear resize
+        if tuple(x.shape[-2:]) != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return x
+
+    def forward(self, images: torch.Tensor) -> List[torch.Tensor]:
+        """Model-normalised images (B, 3, H, W) → [(B, width, g, g) per ``out_indices``] + [neck (B, 256, g, g)],
+        g = input_size / 16. Frozen: no autograd graph is built."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            enc = self.image_encoder
+            x = enc.patch_embed(self.preprocess(images))  # (B, g, g, C)
+            if enc.pos_embed is not None:
+                x = x + resize_abs_pos(enc.pos_embed, x.shape[1:3])
+            wanted = {i: None for i in self.out_indices}
+            for i, block in enumerate(enc.blocks):
+                x = block(x)
+                if i in wanted:
+                    wanted[i] = x.permute(0, 3, 1, 2)
+            neck = enc.neck(x.permute(0, 3, 1, 2))
+            return [wanted[i] for i in self.out_indices] + [neck]
