@@ -19,12 +19,13 @@ Peak memory per phase: CUDA ``torch.cuda.max_memory_allocated``; CPU peak reside
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import ovrsis  # noqa: F401  (compat shims first: before detectron2 and fvcore)
@@ -103,14 +104,18 @@ def time_calls(fn: Callable[[], Any], warmup: int, iters: int, device: torch.dev
             torch.cuda.synchronize(device)
 
     times: List[float] = []
+    cpu: List[float] = []
     for _ in range(warmup + iters):
         sync()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         sync()
         times.append(1e3 * (time.perf_counter() - start))
+        cpu.append(1e3 * (time.process_time() - cpu_start))
     timed = np.array(times[warmup:])
-    return {"median_ms": float(np.median(timed)), "mean_ms": float(timed.mean()),
+    # process CPU time (all threads): on a shared CPU machine steadier than the wall clock
+    return {"median_ms": float(np.median(timed)), "median_cpu_ms": float(np.median(cpu[warmup:])),
+            "mean_ms": float(timed.mean()),
             "p90_ms": float(np.percentile(timed, 90)), "first_call_ms": times[0], "warmup": warmup, "iters": iters}
 
 
@@ -137,8 +142,9 @@ def bench_inference(model: nn.Module, mode: str, size: Tuple[int, int], warmup: 
 
 
 def bench_train(model: nn.Module, cfg: CfgNode, class_names: Sequence[str], batch: int, warmup: int,
-                iters: int) -> Dict[str, Any]:
-    """forward + backward + optimizer step on random images/labels at INPUT.CROP.SIZE."""
+                iters: int, forward_context: Callable[[], ContextManager] = contextlib.nullcontext) -> Dict[str, Any]:
+    """forward + backward + optimizer step on random images/labels at INPUT.CROP.SIZE;
+    ``forward_context`` wraps the forward pass only (e.g. bf16 autocast)."""
     model.train()
     model.set_vocabulary(class_names, train=True)
     optimizer = Trainer.build_optimizer(cfg, model)
@@ -147,7 +153,8 @@ def bench_train(model: nn.Module, cfg: CfgNode, class_names: Sequence[str], batc
             for _ in range(batch)]
 
     def step() -> None:
-        loss = sum(model(data).values())
+        with forward_context():
+            loss = sum(model(data).values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,0 +1,92 @@
+"""tools/benchmark_suite.py on the CPU at tiny sizes: every column, each precision, the files."""
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import ovrsis  # noqa: F401  (compat shims before detectron2)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "MODEL.CLIP.ARCH", "ovrsis-tiny-vit", "MODEL.CLIP.IMAGE_SIZE", "64", "MODEL.CLIP.GUIDANCE_LAYERS", "[1, 2]",
+    "MODEL.AGGREGATOR.WINDOW_SIZE", "4", "MODEL.AGGREGATOR.HIDDEN_DIM", "32",
+    "MODEL.AGGREGATOR.APPEARANCE_GUIDANCE_PROJ_DIM", "32", "MODEL.AGGREGATOR.TEXT_GUIDANCE_PROJ_DIM", "32",
+    "MODEL.AGGREGATOR.NUM_HEADS", "2", "MODEL.DECODER.DIMS", "[32, 16]", "MODEL.DECODER.GUIDANCE_DIMS", "[32, 16]",
+    "MODEL.DECODER.GUIDANCE_PROJ_DIMS", "[16, 8]", "INPUT.CROP.SIZE", "(64, 64)",
+    "TEST.SLIDE.WINDOW", "64", "TEST.SLIDE.OVERLAP", "0.5", "TEST.SLIDE.CANVAS", "[96, 96]",
+]
+
+
+@pytest.fixture(scope="module")
+def suite():
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        yield importlib.import_module("benchmark_suite")
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch, one_thread):
+    monkeypatch.setenv("OVRSIS_CACHE", str(tmp_path / "cache"))
+
+
+def test_default_configs_one_per_method(suite):
+    configs = suite.default_configs()
+    assert "configs/catseg/vitb16_384.yaml" in configs and "configs/ovrs/vitb16_384.yaml" in configs
+    folders = [Path(c).parent.name for c in configs]
+    assert len(folders) == len(set(folders)) and "sweeps" not in folders
+    assert all((REPO / c).is_file() for c in configs)
+
+
+def test_precision_flags_restored_and_autocast_only_for_bf16(suite):
+    before = torch.backends.cuda.matmul.allow_tf32
+    with suite.precision("tf32", "cpu") as ctx:
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        with ctx():
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+    with suite.precision("bf16", "cpu") as ctx:
+        assert not torch.backends.cuda.matmul.allow_tf32
+        with ctx():
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        with suite.precision("fp16", "cpu"):
+            pass
+
+
+def test_suite_rows_and_files(suite, tmp_path):
+    out = tmp_path / "suite"
+    rows = suite.main(["--device", "cpu", "--configs", "configs/ovrs/vitb16_384.yaml", "--precisions", "fp32", "bf16",
+                       "--input-size", "48x80", "--num-classes", "3", "--train-batch", "2", "--warmup", "0",
+                       "--iters", "1", "--output-dir", str(out), *TINY])
+    assert [r["precision"] for r in rows] == ["fp32", "bf16"]
+    fp32, bf16 = rows
+    assert fp32["max_abs_diff_vs_fp32"] == 0.0  # the same fixed image, same weights, deterministic
+    assert 0.0 < bf16["max_abs_diff_vs_fp32"] < 0.1  # bf16 rounding, not a different model
+    for r in rows:
+        assert r["params_M"] > r["trainable_M"] > 0 and r["eval_gflops"] > 0
+        assert r["fps_whole"] > 0 and r["fps_slide"] > 0 and r["train_step_ms"] > 0 and r["train_peak_mem_mib"] > 0
+        assert r["train_batch"] == 2
+    table = (out / "table.md").read_text()
+    assert table.count("| configs/ovrs/vitb16_384.yaml |") == 2 and "max |Δ| vs fp32" in table
+    with open(out / "table.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [r["precision"] for r in csv_rows] == ["fp32", "bf16"]
+    assert tuple(csv_rows[0]) == suite.COLUMNS
+    assert math.isclose(float(csv_rows[1]["fps_whole"]), bf16["fps_whole"])
+    assert json.loads((out / "table.json").read_text())["rows"][0]["config"] == "configs/ovrs/vitb16_384.yaml"
+
+
+def test_suite_rejects_bad_arguments(suite):
+    with pytest.raises(SystemExit):
+        suite.main(["--device", "cpu", "--iters", "0"])
+    with pytest.raises(SystemExit):
+        suite.main(["--device", "cpu", "--precisions", "fp16"])

@@ -1,0 +1,195 @@
+#!/usr/bin/env python
+"""One-shot efficiency table of every method config (the Pi-Seg paper's Table XII columns).
+
+For each config: parameters (total / trainable), eval GFLOPs (fvcore, one whole image, vocabulary
+cached), and under each precision — fp32 (TF32 off), TF32 (CUDA matmul/cuDNN TF32 on) and bf16
+autocast (forward passes only; weights, gradients and optimizer state stay fp32):
+
+* peak training memory and step time: forward + backward + optimizer step (the trainer's
+  optimizer and trainable set) at ``--train-batch`` random images of INPUT.CROP.SIZE;
+* inference FPS of one ``--input-size`` image (default 600×800) in whole-image and sliding-window
+  mode (TEST.SLIDE), batch 1, text embeddings cached;
+* the max |difference| of the whole-image sigmoid scores from fp32 on one fixed seeded image.
+
+Random weights (no downloads), ``--num-classes`` dummy class names. Written as Markdown, CSV and
+JSON to ``--output-dir``. On one GPU the default settings take a few minutes for all methods:
+
+    python tools/benchmark_suite.py --device cuda
+    python tools/benchmark_suite.py --device cuda --configs configs/catseg/vitb16_384.yaml --precisions bf16
+
+On the CPU TF32 does nothing (it is reported as such) and the peak memory is the process's peak
+RSS, so CPU tables are for smoke tests at tiny sizes, not for comparison with GPU papers.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import time
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import ovrsis  # noqa: F401  (compat shims first: before detectron2 and fvcore)
+import torch
+
+from _common import build, dummy_vocabulary, load_cfg, parse_size, write_json
+from benchmark import bench_inference, bench_train
+from model_stats import flop_stats
+
+REPO = Path(__file__).resolve().parents[1]
+PRECISIONS = ("fp32", "tf32", "bf16")
+# sweeps: not method configs; segearth_ov: training-free, with its own inference protocol (P-C)
+SKIP_DIRS = {"sweeps", "segearth_ov"}
+COLUMNS = ("config", "precision", "params_M", "trainable_M", "eval_gflops", "train_batch", "train_peak_mem_mib",
+           "train_step_ms", "fps_whole", "fps_slide", "max_abs_diff_vs_fp32")
+
+
+def default_configs(root: Path = REPO / "configs") -> List[str]:
+    """One config per method folder of ``configs/``: its first ViT-B config in name order, else
+    its first config (folders without configs, ablations and sweeps are skipped)."""
+    found = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in SKIP_DIRS):
+        files = sorted(folder.glob("*.yaml"))
+        vitb = [f for f in files if f.name.startswith("vitb")]
+        if files:
+            found.append(str((vitb or files)[0].relative_to(REPO)))
+    return found
+
+
+@contextlib.contextmanager
+def precision(name: str, device_type: str) -> Iterator[Callable[[], ContextManager]]:
+    """Set the TF32 flags for ``name`` (fp32 | tf32 | bf16) and yield a factory of the
+    forward-pass context (bf16: ``torch.autocast(device_type)``; otherwise nothing). The flags
+    are restored on exit. Raises ValueError on an unknown precision."""
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {name!r}")
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = name == "tf32"
+
+    def forward_context() -> ContextManager:
+        if name == "bf16":
+            return torch.autocast(device_type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    try:
+        yield forward_context
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@torch.no_grad()
+def fixed_output(model: torch.nn.Module, size: Tuple[int, int], forward_context: Callable[[], ContextManager]
+                 ) -> torch.Tensor:
+    """Whole-image sigmoid scores (T, H, W) of one seeded random image, as float32 on the CPU."""
+    model.eval()
+    model.inference_mode = "whole"
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(3, *size, generator=g) * 255
+    with forward_context():
+        out = model([{"image": image}])[0]["sem_seg"]
+    return out.float().cpu()
+
+
+def measure_config(config_file: str, opts: Sequence[str], args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """Every column of ``config_file`` under each precision: one row per precision."""
+    cfg = load_cfg(config_file, [*opts, "MODEL.DEVICE", args.device])
+    torch.manual_seed(cfg.SEED)
+    model = build(cfg)
+    classes = dummy_vocabulary(args.num_classes)
+    model.set_vocabulary(classes)
+    size = args.input_size
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    gflops = flop_stats(model, size, classes)["per_image_gflops"] if args.flops else float("nan")
+    with precision("fp32", args.device) as fp32_context:
+        reference = fixed_output(model, size, fp32_context)
+    rows = []
+    for name in args.precisions:  # inference first: training steps change the weights
+        with precision(name, args.device) as forward_context:
+            out = fixed_output(model, size, forward_context)
+            fps = {}
+            for mode in ("whole", "slide"):
+                with forward_context():
+                    r = bench_inference(model, mode, size, args.warmup, args.iters)
+                fps[mode] = 1e3 / r["median_ms"]
+        rows.append({"config": config_file, "precision": name, "params_M": params / 1e6, "trainable_M": trainable / 1e6,
+                     "eval_gflops": gflops, "fps_whole": fps["whole"], "fps_slide": fps["slide"],
+                     "max_abs_diff_vs_fp32": float((out - reference).abs().max())})
+    for row in rows:
+        row.update(train_batch=args.train_batch, train_peak_mem_mib=float("nan"), train_step_ms=float("nan"))
+        if trainable == 0:  # training-free method: no training columns
+            continue
+        with precision(row["precision"], args.device) as forward_context:
+            r = bench_train(model, cfg, classes, args.train_batch, args.warmup, args.iters, forward_context)
+        row.update(train_peak_mem_mib=r["memory"]["peak_mib"], train_step_ms=r["median_ms"])
+    del model
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+def markdown(rows: Sequence[Dict[str, Any]], header: str) -> str:
+    """The rows as a Markdown table under a one-paragraph ``header``."""
+    names = ("config", "precision", "params (M)", "trainable (M)", "eval GFLOPs", "train batch",
+             "train peak memory (MiB)", "train step (ms)", "FPS whole", "FPS slide", "max |Δ| vs fp32")
+    lines = [header, "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["config"], r["precision"], f"{r['params_M']:.2f}", f"{r['trainable_M']:.2f}", f"{r['eval_gflops']:.1f}",
+            str(r["train_batch"]), f"{r['train_peak_mem_mib']:.0f}", f"{r['train_step_ms']:.1f}",
+            f"{r['fps_whole']:.1f}", f"{r['fps_slide']:.2f}", f"{r['max_abs_diff_vs_fp32']:.2e}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=None, metavar="FILE",
+                        help="method configs (default: one per configs/<method>/ folder)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    parser.add_argument("--input-size", type=parse_size, default=(600, 800), metavar="S|HxW",
+                        help="inference image size (default 600x800, as Pi-Seg's Table XII)")
+    parser.add_argument("--num-classes", type=int, default=15, metavar="T", help="vocabulary size (dummy names)")
+    parser.add_argument("--train-batch", type=int, default=8, help="training batch for the memory column")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before each timed phase")
+    parser.add_argument("--iters", type=int, default=5, help="timed calls per phase (median reported)")
+    parser.add_argument("--no-flops", dest="flops", action="store_false", help="skip the fvcore GFLOPs column")
+    parser.add_argument("--output-dir", default="output/benchmark_suite", help="where table.md/.csv/.json go")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                        help="config overrides applied to every config (e.g. tiny test models)")
+    args = parser.parse_args(argv)
+    if args.device not in ("cuda", "cpu"):
+        parser.error(f"--device must be cuda or cpu, got {args.device!r}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    if min(args.iters, args.train_batch, args.num_classes) < 1 or args.warmup < 0:
+        parser.error("--iters, --train-batch and --num-classes must be >= 1, --warmup >= 0")
+    configs = args.configs or default_configs()
+    start = time.perf_counter()
+    rows: List[Dict[str, Any]] = []
+    for config_file in configs:
+        t0 = time.perf_counter()
+        rows.extend(measure_config(config_file, args.opts, args))
+        print(f"{config_file}: {time.perf_counter() - t0:.1f} s", flush=True)
+    device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    h, w = args.input_size
+    header = (f"{device}, torch {torch.__version__}; random weights, T={args.num_classes} classes; inference "
+              f"batch 1 at {h}×{w} (whole image / sliding window, TEST.SLIDE), median of {args.iters} after "
+              f"{args.warmup} warm-up calls; training: batch {args.train_batch} at each config's crop, "
+              f"forward+backward+optimizer step; bf16 = autocast of the forward passes; max |Δ|: whole-image "
+              f"scores vs fp32 on one fixed image. Total {time.perf_counter() - start:.0f} s.")
+    table = markdown(rows, header)
+    print(table)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(table)
+    with open(out / "table.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: r[k] for k in COLUMNS} for r in rows)
+    write_json(str(out / "table.json"), {"header": header, "rows": rows})
+    return rows
+
+
+if __name__ == "__main__":
+    main()
