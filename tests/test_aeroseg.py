@@ -146,7 +146,7 @@ def test_sam_checkpoint_loads_strictly_with_key_report(tmp_path, caplog):
     with pytest.raises(ValueError, match="with another shape"):  # a checkpoint of another SAM size
         SAMEncoder(**{**TINY_SAM_ARCH, "width": 64}, input_size=128, out_indices=(1, 2),
                    weights=str(tmp_path / "sam_tiny.pth"))
-    with pytest.raises(FileNotFoundError, match="MODEL.SAM.WEIGHTS"):
+    with pytest.raises(ValueError, match="MODEL.SAM.WEIGHTS"):  # ovrsis.errors.ConfigError
         SAMEncoder(**TINY_SAM_ARCH, out_indices=(1, 2), weights=str(tmp_path / "nope.pth"))
 
 

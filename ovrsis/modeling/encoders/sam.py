@@ -18,13 +18,14 @@ global-attention blocks are interpolated by segment_anything itself); 1024 is SA
 from __future__ import annotations
 
 import logging
-import os
 from functools import partial
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ...errors import check_path
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,7 @@ def read_sam_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], int]:
     or either wrapped in ``model``/``state_dict`` with ``module.`` prefixes. Loaded with
     ``weights_only=True``. Returns (state dict, number of dropped tensors).
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"MODEL.SAM.WEIGHTS: no such file {path!r}")
+    path = check_path(path, "MODEL.SAM.WEIGHTS", "file", "a segment_anything SAM checkpoint")
     loaded = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(loaded, Mapping):
         raise ValueError(f"{path}: not a SAM checkpoint (expected a dict, got {type(loaded).__name__})")
@@ -133,6 +133,7 @@ class SAMEncoder(nn.Module):
         else:
             logger.warning("SAM encoder has random weights (MODEL.SAM.WEIGHTS is empty): a full model "
                            "checkpoint (MODEL.WEIGHTS) must provide them")
+        self.pretrained_from_file = bool(weights) and frozen  # exempt from MODEL.WEIGHTS' strict key check
         if frozen:
             for p in self.parameters():
                 p.requires_grad_(False)
