@@ -290,7 +290,12 @@ class CLIPEncoder(nn.Module):
 
     # ------------------------------------------------------------------ text tower
     def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.token_embedding(tokens) + self.positional_embedding
+        """Prompt tokens (N, context) → text embeddings (N, C), read at each end-of-text token.
+        Under the causal mask a position sees only earlier ones, so the padding after the latest
+        end-of-text token cannot change any output: the sequence is cut there (the same result;
+        the official code runs all 77 positions, ~7× the work for short prompts)."""
+        tokens = tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
+        x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]
         mask = self.causal_mask[: tokens.shape[1], : tokens.shape[1]].to(x.dtype)
         for block in self.transformer.resblocks:
             x = checkpointed(_run_block, block, x, mask, enabled=self.checkpoint_activations)
