@@ -1,5 +1,6 @@
 """Model parts, each registered so a config can pick it."""
 from .aggregation.catseg import CATSegAggregator
+from .aggregation.efficient import EfficientAggregator
 from .decoders.guided_upsampling import GuidedUpsamplingDecoder
 from .encoders.clip import CLIPEncoder
 from .encoders.dino import DINOEncoder
@@ -7,6 +8,6 @@ from .meta_arch import CostAggregationSegmentor
 from .registry import AGGREGATOR_REGISTRY, DECODER_REGISTRY
 
 __all__ = [
-    "AGGREGATOR_REGISTRY", "DECODER_REGISTRY", "CATSegAggregator", "CLIPEncoder", "CostAggregationSegmentor",
+    "AGGREGATOR_REGISTRY", "DECODER_REGISTRY", "CATSegAggregator", "CLIPEncoder", "EfficientAggregator", "CostAggregationSegmentor",
     "DINOEncoder", "GuidedUpsamplingDecoder", 
 ]

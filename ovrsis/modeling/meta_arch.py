@@ -195,13 +195,15 @@ class CostAggregationSegmentor(nn.Module):
         views = unrotate(F.normalize(dense_all, dim=1), self.rotations, b)  # (B, R, C, g, g)
         return fuse_rotation_costs(cosine_cost(views, text), self.rotation_fusion), dense, taps
 
-    def predict_logits(self, clip_images: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
-        """CLIP-normalised images at the CLIP resolution (B, 3, S, S) → logits (B, T, 4g, 4g)."""
-        return self._predict(clip_images, class_names)[0]
+    def predict_logits(self, images: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
+        """CLIP-normalised images (B, 3, H, W) → logits (B, T, 4g, 4g). CLIP sees them resized to
+        its input size (S, S), each specialist stream at its own size, both from these images."""
+        return self._predict(images, class_names)[0]
 
-    def _predict(self, clip_images: torch.Tensor, class_names: Sequence[str]) -> Tuple[torch.Tensor, Dict[str, object]]:
+    def _predict(self, images: torch.Tensor, class_names: Sequence[str]) -> Tuple[torch.Tensor, Dict[str, object]]:
         """:meth:`predict_logits` plus the state the loss heads read: ``embedding`` (B, T', C, g, g)
         over the T' ≤ T selected classes, ``features`` (dense maps by source), ``images`` (the CLIP input)."""
+        clip_images = self._to_clip_input(images)
         text = self.perturbation.perturb_text(self.clip.encode_text(class_names))  # (T, P, C), normalised
         cost, dense, taps = self.cost_volume(clip_images, text)
         cost, text_sel, idx = select_top_classes(cost, text, self.max_classes)
@@ -209,7 +211,7 @@ class CostAggregationSegmentor(nn.Module):
         features = {"clip": dense}
         extra_costs = []
         for name, stream in self.specialists.items():  # unrotated images; costs over the selected classes
-            out = stream(clip_images, text_sel)
+            out = stream(images, text_sel)
             if out.cost is not None:
                 extra_costs.append(out.cost)
             if out.guidance:
@@ -245,7 +247,7 @@ class CostAggregationSegmentor(nn.Module):
         if not self.train_classes:
             raise ValueError("empty vocabulary: the training dataset registers no classes")
         images = ImageList.from_tensors([self._normalize(x["image"]) for x in batched_inputs], 0).tensor
-        logits, state = self._predict(self._to_clip_input(images), self.train_classes)
+        logits, state = self._predict(images, self.train_classes)
         targets = torch.stack([x["sem_seg"].to(self.device) for x in batched_inputs])
         logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
         losses = {"loss_sem_seg": per_class_bce(logits, targets, self.ignore_value, self.ignore_as_negative)}
@@ -266,14 +268,14 @@ class CostAggregationSegmentor(nn.Module):
         h, w = image.shape[-2:]
         if self.stretch_padding:
             image = ImageList.from_tensors([image[0]], self.size_divisibility).tensor
-        probs = self.predict_logits(self._to_clip_input(image), classes).sigmoid()
+        probs = self.predict_logits(image, classes).sigmoid()
         return F.interpolate(probs, size=self._output_size(x, (h, w)), mode="bilinear", align_corners=False)[0]
 
     @torch.no_grad()
     def _inference_tiled(self, x: Dict, classes: Sequence[str]) -> torch.Tensor:
         """Overlapping tiles at the mapper's scale, batched, stitched on the CPU (ovrsis.modeling.tiling)."""
         def score(tiles: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
-            return self.predict_logits(self._to_clip_input(self._normalize(tiles)), names).sigmoid()
+            return self.predict_logits(self._normalize(tiles), names).sigmoid()
         return tiled_probabilities(x["image"], score, classes, self._output_size(x, x["image"].shape[-2:]), self.tiling)
 
     @torch.no_grad()
@@ -292,7 +294,7 @@ class CostAggregationSegmentor(nn.Module):
         if self.slide_global_view:
             whole = F.interpolate(raw, size=(kernel, kernel), mode="bilinear", align_corners=False)
             tiles = torch.cat([tiles, whole], dim=0)
-        clip_in = self._to_clip_input(self._normalize(tiles))
+        clip_in = self._normalize(tiles)
         probs = F.interpolate(self.predict_logits(clip_in, classes), size=(kernel, kernel),
                               mode="bilinear", align_corners=False).sigmoid()
         t = probs.shape[1]

@@ -6,7 +6,10 @@ class map embedded on its own. ``MODEL.COST.FUSION`` picks one (:data:`COST_EMBE
 
 * ``conv``: CAT-Seg's single 7×7 convolution over the CLIP cost's channels (prompt
   templates, or rotations × templates for OVRS);
-* ``qgff``: GSNet's Query-Guided Feature Fusion of the CLIP cost and a specialist cost.
+* ``qgff``: GSNet's Query-Guided Feature Fusion of the CLIP cost and a specialist cost;
+* RSKT-Seg's ``FUSION_TYPE`` choices of a (rotation-stacked) CLIP cost and the DINO cost:
+  ``simple_separate`` (the released one: QGFF), ``simple_concatenation`` (one 7×7 conv over
+  all cost channels) and ``simple_mean`` (one 7×7 conv over their mean).
 """
 from __future__ import annotations
 
@@ -74,7 +77,58 @@ class QueryGuidedFusion(nn.Module):
         return fused.view(b, t, -1, h, w)
 
 
-COST_EMBEDDINGS = {"conv": ConvCostEmbedding, "qgff": QueryGuidedFusion}
+class ConcatCostEmbedding(nn.Conv2d):
+    """RSKT-Seg ``simple_concatenation``: one 7×7 conv over the channels of all cost volumes.
+
+    Costs (B, C_i, T, h, w) are concatenated on the channel axis in the given order (official:
+    CLIP rotations 0°, 90°, 180°, 270°, then DINO; ``conv1`` 7×7 5→128) and embedded per class::
+
+        F = conv([M_0; M_1; ...])
+
+    A ``nn.Conv2d`` subclass: parameters ``cost_embed.weight``/``bias``, the official ``conv1``.
+    """
+
+    def __init__(self, cost_channels: Sequence[int], hidden_dim: int = 128, kernel_size: int = 7) -> None:
+        super().__init__(sum(int(c) for c in cost_channels), hidden_dim, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, costs: Sequence[torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+        cost = torch.cat(list(costs), dim=1)
+        if cost.shape[1] != self.in_channels:
+            raise ValueError(f"{type(self).__name__} built for {self.in_channels} cost channels, got {cost.shape[1]}")
+        b, _, t, h, w = cost.shape
+        return super().forward(_per_class(cost)).view(b, t, -1, h, w)
+
+
+class MeanCostEmbedding(nn.Conv2d):
+    """RSKT-Seg ``simple_mean``: one 7×7 conv (1 → hidden) over the mean of all cost channels::
+
+        F = conv(mean_c [M_0; M_1; ...]_c)
+
+    (official: mean over the 4 rotation channels and the DINO channel, ``conv1`` 7×7 1→128).
+    """
+
+    def __init__(self, cost_channels: Sequence[int], hidden_dim: int = 128, kernel_size: int = 7) -> None:
+        if len(cost_channels) < 1:
+            raise ValueError("MeanCostEmbedding needs at least one cost volume")
+        self.cost_channels = [int(c) for c in cost_channels]
+        super().__init__(1, hidden_dim, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, costs: Sequence[torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+        if [c.shape[1] for c in costs] != self.cost_channels:
+            raise ValueError(f"{type(self).__name__} built for cost channels {self.cost_channels}, "
+                             f"got {[c.shape[1] for c in costs]}")
+        cost = torch.cat(list(costs), dim=1).mean(dim=1, keepdim=True)
+        b, _, t, h, w = cost.shape
+        return super().forward(_per_class(cost)).view(b, t, -1, h, w)
+
+
+COST_EMBEDDINGS = {
+    "conv": ConvCostEmbedding,
+    "qgff": QueryGuidedFusion,
+    "simple_separate": QueryGuidedFusion,  # RSKT-Seg's name for the same fusion (conv1, conv2, fusion_corr)
+    "simple_concatenation": ConcatCostEmbedding,
+    "simple_mean": MeanCostEmbedding,
+}
 
 
 def build_cost_embedding(name: str, cost_channels: Sequence[int], hidden_dim: int) -> nn.Module:

@@ -1,11 +1,13 @@
 """Specialist streams: what a frozen non-CLIP encoder adds to the CAT-Seg pipeline.
 
-A stream runs its encoder on the same CLIP-normalised input as CLIP (the unrotated images)
-and contributes (a) a cost volume — a block output projected into the CLIP text space and
-correlated with the text embeddings — and/or (b) one decoder guidance map per decoder stage.
-GSNet has one stream, ``dino`` (block 11 → cost; blocks 3, 7 → guidance); RSKT-Seg adds a
-guidance-only stream for RemoteCLIP. The meta-architecture keeps them in an
-``nn.ModuleDict`` named by source (``specialists.dino.*``).
+A stream runs its encoder on the same CLIP-normalised images as CLIP (the unrotated ones),
+resized bilinearly to its own input size from the same source, and contributes (a) a cost
+volume — a block output projected into the CLIP text space and correlated with the text
+embeddings — and/or (b) one decoder guidance map per decoder stage. GSNet has one stream,
+``dino`` (block 11 → cost; blocks 3, 7 → guidance); RSKT-Seg adds ``rs_clip``, a guidance-only
+stream from a remote-sensing CLIP image tower (RemoteCLIP ViT-B/32 at 768², blocks 3, 7), and
+feeds its DINO 384² images also under a ViT-L/14@336 CLIP. The meta-architecture keeps them
+in an ``nn.ModuleDict`` named by source (``specialists.dino.*``, ``specialists.rs_clip.*``).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from torch import nn
 from ..cost.specialist import SpecialistCost
 from ..decoders.guided_upsampling import TapPyramid
 from .dino import DINOEncoder
+from .guidance_clip import GuidanceCLIPEncoder
 from .sam import SAMEncoder
 
 
@@ -34,11 +37,13 @@ class StreamOutput(NamedTuple):
 class SpecialistStream(nn.Module):
     """Encoder returning ``num_guidance`` guidance maps, then (if ``cost``) the cost map.
 
+    ``image_size``: side the CLIP-normalised images are resized to (bilinear) before the encoder
+    (None: passed as they come);
     ``feature_dim``: channels of :attr:`StreamOutput.features` (0: the stream gives none).
     """
 
     def __init__(self, encoder: nn.Module, num_guidance: int, cost: Optional[SpecialistCost] = None,
-                 taps: Optional[nn.Module] = None, feature_dim: int = 0) -> None:
+                 taps: Optional[nn.Module] = None, image_size: Optional[int] = None, feature_dim: int = 0) -> None:
         super().__init__()
         if (taps is None) != (num_guidance == 0):
             raise ValueError("a specialist stream needs tap projections exactly when it gives guidance")
@@ -46,6 +51,7 @@ class SpecialistStream(nn.Module):
         self.cost = cost
         self.taps = taps
         self.num_guidance = num_guidance
+        self.image_size = int(image_size) if image_size else None
         self.feature_dim = int(feature_dim)
 
     @property
@@ -57,10 +63,14 @@ class SpecialistStream(nn.Module):
         return self.num_guidance > 0
 
     def forward(self, images: torch.Tensor, text: torch.Tensor) -> StreamOutput:
-        """images: CLIP-normalised (B, 3, S, S); text: (T, P, C) or (B, T, P, C) (the selected classes).
+        """images: CLIP-normalised (B, 3, H, W) at any size (resized to ``image_size``, if set); text: (T, P, C)
+        or (B, T, P, C) (the selected classes).
 
         Returns :class:`StreamOutput` (cost or None, guidance maps per decoder stage, features or None).
         """
+        size = (self.image_size, self.image_size)
+        if self.image_size is not None and tuple(images.shape[-2:]) != size:
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         outs = self.encoder(images)
         guidance = self.taps(outs[: self.num_guidance]) if self.taps is not None else []
         cost = self.cost(outs[self.num_guidance], text) if self.cost is not None else None
@@ -98,16 +108,25 @@ def _integer_ratio(num: int, den: int, what: str) -> int:
     return num // den
 
 
+def _guidance_taps(width: int, grid: int, clip_grid: int, dims: Sequence[int], what: str) -> TapPyramid:
+    """Projections of an encoder's guidance taps (grid g) onto the decoder stages (2g_clip, 4g_clip, …)."""
+    scales = [_integer_ratio(clip_grid * 2 ** (i + 1), grid, f"decoder stage {i} grid vs {what} grid")
+              for i in range(len(dims))]
+    return TapPyramid(width, dims, scales)
+
+
 def build_dino_stream(cfg, *, clip_image_size: int, clip_grid: int, text_dim: int) -> SpecialistStream:
-    """GSNet's DINO stream from ``MODEL.DINO`` (fed the CLIP input, so its grid is S / patch)."""
+    """The DINO stream from ``MODEL.DINO``, fed the CLIP-normalised images at ``MODEL.DINO.IMAGE_SIZE``
+    (0: the CLIP input size, as GSNet; RSKT-Seg: 384 also under a 336² CLIP); grid = size / patch."""
     d = cfg.MODEL.DINO
     guidance_layers = [int(i) for i in d.GUIDANCE_LAYERS]
     cost_layer = int(d.COST_LAYER)
     if not guidance_layers and cost_layer < 0:
         raise ValueError("MODEL.DINO.ENABLED: set MODEL.DINO.COST_LAYER and/or MODEL.DINO.GUIDANCE_LAYERS")
-    if clip_image_size % d.PATCH_SIZE:
-        raise ValueError(f"CLIP input {clip_image_size} is not a multiple of the DINO patch size {d.PATCH_SIZE}")
-    grid = clip_image_size // d.PATCH_SIZE
+    image_size = int(d.IMAGE_SIZE) or clip_image_size
+    if image_size % d.PATCH_SIZE:
+        raise ValueError(f"DINO input {image_size} is not a multiple of the DINO patch size {d.PATCH_SIZE}")
+    grid = image_size // d.PATCH_SIZE
     encoder = DINOEncoder.from_config(cfg, out_indices=guidance_layers + ([cost_layer] if cost_layer >= 0 else []))
     cost = None
     if cost_layer >= 0:
@@ -119,15 +138,29 @@ def build_dino_stream(cfg, *, clip_image_size: int, clip_grid: int, text_dim: in
         if len(guidance_layers) != len(dims):
             raise ValueError(f"MODEL.DINO.GUIDANCE_LAYERS {guidance_layers} needs one entry per decoder stage "
                              f"(MODEL.DECODER.GUIDANCE_DIMS {dims})")
-        scales = [_integer_ratio(clip_grid * 2 ** (i + 1), grid, f"decoder stage {i} grid vs DINO grid")
-                  for i in range(len(dims))]
-        taps = TapPyramid(d.WIDTH, dims, scales)
-    return SpecialistStream(encoder, len(guidance_layers), cost, taps)
+        taps = _guidance_taps(d.WIDTH, grid, clip_grid, dims, "DINO")
+    return SpecialistStream(encoder, len(guidance_layers), cost, taps, image_size)
+
+
+def build_rs_clip_stream(cfg, *, clip_grid: int) -> SpecialistStream:
+    """RSKT-Seg's guidance-only stream from ``MODEL.RS_CLIP``: a frozen open_clip image tower
+    (RemoteCLIP ViT-B/32 at 768²), its raw blocks ``GUIDANCE_LAYERS`` upsampled onto the decoder
+    stages (24² tokens: ConvT k2 s2 → 48², ConvT k4 s4 → 96², the official ``upsample*_remote``)."""
+    r = cfg.MODEL.RS_CLIP
+    dims = list(cfg.MODEL.DECODER.GUIDANCE_DIMS)
+    layers = [int(i) for i in r.GUIDANCE_LAYERS]
+    if len(layers) != len(dims):
+        raise ValueError(f"MODEL.RS_CLIP.GUIDANCE_LAYERS {layers} needs one entry per decoder stage "
+                         f"(MODEL.DECODER.GUIDANCE_DIMS {dims})")
+    encoder = GuidanceCLIPEncoder(r.ARCH, weights=r.WEIGHTS, image_size=r.IMAGE_SIZE, out_indices=layers,
+                                  text_tower=r.TEXT_TOWER, round_fp16=r.ROUND_FP16)
+    taps = _guidance_taps(encoder.width, encoder.grid_size, clip_grid, dims, "MODEL.RS_CLIP")
+    return SpecialistStream(encoder, len(layers), None, taps, encoder.image_size)
 
 
 def build_sam_stream(cfg, *, clip_grid: int) -> SpecialistStream:
     """AerOSeg's SAM stream from ``MODEL.SAM``: a frozen SAM image encoder fed the model-normalised
-    CLIP input, resized to ``MODEL.SAM.INPUT_SIZE`` and renormalised with SAM's statistics inside; blocks
+    images resized to ``MODEL.SAM.INPUT_SIZE`` (renormalised with SAM's statistics inside); blocks
     ``GUIDANCE_LAYERS`` guide the decoder stages (:class:`ResampledTaps`, no parameters), the neck
     output is its ``features`` (appearance guidance and back-projection target, 256-d)."""
     s = cfg.MODEL.SAM
@@ -141,12 +174,14 @@ def build_sam_stream(cfg, *, clip_grid: int) -> SpecialistStream:
         raise ValueError(f"SAM taps are {encoder.width}-d (MODEL.SAM.ARCH {s.ARCH!r}): set MODEL.DECODER.GUIDANCE_DIMS "
                          f"to {[encoder.width] * len(dims)}, got {dims}")
     taps = ResampledTaps([clip_grid * 2 ** (i + 1) for i in range(len(layers))]) if layers else None
-    return SpecialistStream(encoder, len(layers), None, taps, feature_dim=encoder.out_chans)
+    return SpecialistStream(encoder, len(layers), None, taps, encoder.input_size, feature_dim=encoder.out_chans)
 
 
 def build_specialists(cfg, *, clip_image_size: int, clip_grid: int, text_dim: int) -> nn.ModuleDict:
     """The specialist streams a config asks for, named by guidance source (empty for CAT-Seg/OVRS)."""
     streams = {}
+    if cfg.MODEL.RS_CLIP.ENABLED:
+        streams["rs_clip"] = build_rs_clip_stream(cfg, clip_grid=clip_grid)
     if cfg.MODEL.DINO.ENABLED:
         streams["dino"] = build_dino_stream(cfg, clip_image_size=clip_image_size, clip_grid=clip_grid,
                                             text_dim=text_dim)
