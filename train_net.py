@@ -20,7 +20,7 @@ from detectron2.utils import comm
 
 import ovrsis.modeling  # noqa: F401  (registers the meta-architecture)
 from ovrsis.checkpoint import OVRSISCheckpointer
-from ovrsis.engine import Trainer, launch, report_user_errors, setup_cfg
+from ovrsis.engine import Trainer, launch, report_user_errors, run_preflight, setup_cfg
 from ovrsis.evaluation import SUMMARY_KEYS
 
 logger = logging.getLogger("ovrsis")
@@ -69,6 +69,7 @@ def summarize(cfg, results) -> None:
 
 def main(args):
     cfg = setup_cfg(args.config_file, args.opts, args)
+    run_preflight(cfg, train=not args.eval_only)
     if args.eval_only:
         if not cfg.MODEL.WEIGHTS and not args.resume:
             logger.warning("--eval-only without MODEL.WEIGHTS: evaluating a randomly initialised model")

@@ -196,6 +196,10 @@ def add_ovrsis_config(cfg: CN) -> None:
     # --- data -------------------------------------------------------------------------------
     cfg.DATASETS.ROOT = ""  # dataset root; "" = $DETECTRON2_DATASETS or ./datasets
     cfg.DATASETS.REGISTER = CN(new_allowed=True)  # config-only datasets: NAME: {IMAGE_ROOT, ...}
+    cfg.DATASETS.PREFLIGHT = CN()  # check every train/test dataset before training (ovrsis.data.preflight)
+    cfg.DATASETS.PREFLIGHT.ENABLED = True  # read every image and mask once (cached when they pass)
+    cfg.DATASETS.PREFLIGHT.SAMPLE_ABOVE = 20000  # datasets with more pairs are checked on a sample ...
+    cfg.DATASETS.PREFLIGHT.SAMPLE = 2000  # ... of this many evenly spaced pairs
     cfg.DATASETS.SYNTHETIC = CN()
     cfg.DATASETS.SYNTHETIC.ROOT = ""  # cache folder of the built-in scenes ("" = ~/.cache/ovrsis)
     cfg.DATASETS.SYNTHETIC.IMAGE_SIZE = 128  # side of each generated scene

@@ -99,7 +99,8 @@ def load_folder_dataset(
     """List paired image/mask records, sorted by stem.
 
     ``image_ext=None`` accepts any of :data:`IMAGE_EXTENSIONS`. Height and width come
-    from the image header only (no decoding). ``config_key`` is named in errors.
+    from the image header only (no decoding; left out when the header is unreadable, which the
+    pre-flight check and the mapper report). ``config_key`` is named in errors.
     """
     image_exts = (_normalise_ext(image_ext),) if image_ext else IMAGE_EXTENSIONS
     images = _files_by_stem(name, "image", image_root, image_exts, config_key and f"{config_key}.IMAGE_ROOT")
@@ -111,17 +112,16 @@ def load_folder_dataset(
     _check_pairs(name, images, masks, image_root, mask_root)
     records = []
     for stem in sorted(images):
-        width, height = _image_size(name, images[stem])
-        records.append(
-            {
-                "file_name": images[stem],
-                "sem_seg_file_name": masks[stem],
-                "height": height,
-                "width": width,
-                "image_id": stem,
-                "dataset_name": name,
-            }
-        )
+        record = {
+            "file_name": images[stem],
+            "sem_seg_file_name": masks[stem],
+            "image_id": stem,
+            "dataset_name": name,
+        }
+        size = _image_size(images[stem])
+        if size is not None:  # an unreadable header is reported by the pre-flight check / the mapper
+            record["width"], record["height"] = size
+        records.append(record)
     return records
 
 
@@ -222,8 +222,9 @@ def register_datasets_from_config(cfg: CfgNode) -> None:
     )
 
 
-def _image_size(name: str, path: str) -> tuple[int, int]:
-    """(width, height) from the header: Pillow for common formats, rasterio when Pillow cannot."""
+def _image_size(path: str) -> tuple[int, int] | None:
+    """(width, height) from the header (Pillow for common formats, rasterio when Pillow cannot);
+    None when neither can read it."""
     try:
         with Image.open(path) as image:  # reads the header only
             return image.size
@@ -231,8 +232,8 @@ def _image_size(name: str, path: str) -> tuple[int, int]:
         pass
     try:
         info = raster_info(path)
-    except RasterError as err:
-        raise DatasetError(f"dataset {name!r}: {err}") from err
+    except RasterError:
+        return None
     return info.width, info.height
 
 

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tabulate import tabulate
 from tqdm import tqdm
 
 from ..modeling.tiling import tile_starts
@@ -331,42 +330,23 @@ def _unique_folders(records: Iterable[DatasetRecord]) -> list[DatasetRecord]:
 # --- label sanity check ---------------------------------------------------------------------------
 
 def check_dataset(record: DatasetRecord, root: str) -> np.ndarray:
-    """Pair check plus a histogram of mask values against the record's class list.
+    """Pre-flight check of a prepared benchmark dataset (:mod:`ovrsis.data.preflight`) plus a
+    histogram of mask values against the record's class list.
 
     Prints one row per class (pixels, share) and the ignore count, and raises
-    :class:`DatasetError` naming the offending ids and files when a mask holds an id that is
-    neither a class nor the ignore value. Returns the histogram (index = mask value).
+    :class:`DatasetError` naming every problem (ids that are neither a class nor the ignore
+    value, unreadable files, size mismatches, ...). Returns the histogram (index = mask value).
     """
+    from .preflight import print_report, scan_records
+
     image_dir, mask_dir = record.folders(root)
     samples = load_folder_dataset(record.name, image_dir, mask_dir, record.image_ext, record.mask_ext)
-    histogram = np.zeros(256, dtype=np.int64)
-    offenders: dict[int, list[str]] = {}
-    valid = set(range(len(record.classes))) | {record.ignore_value}
-    for sample in tqdm(samples, desc=f"check {record.name}", unit="mask", file=sys.stdout, mininterval=2):
-        mask = read_mask(sample["sem_seg_file_name"])
-        if mask.ndim != 2 or mask.dtype.kind not in "ui" or mask.max(initial=0) > 255:
-            raise DatasetError(f"mask {sample['sem_seg_file_name']} is not an 8-bit single-channel id map "
-                               f"({mask.shape}, {mask.dtype})")
-        counts = np.bincount(mask.ravel(), minlength=256)
-        histogram += counts
-        for value in np.flatnonzero(counts):
-            if int(value) not in valid:
-                offenders.setdefault(int(value), []).append(sample["sem_seg_file_name"])
-    total = max(int(histogram.sum()), 1)
-    rows = [[i, name, int(histogram[i]), 100 * histogram[i] / total] for i, name in enumerate(record.classes)]
-    rows.append([record.ignore_value, "(ignore)", int(histogram[record.ignore_value]),
-                 100 * histogram[record.ignore_value] / total])
+    report = scan_records(record.name, samples, record.classes, record.ignore_value, use_cache=False)
     print(f"{record.name}: {len(samples)} image/mask pairs in {mask_dir}")
-    print(tabulate(rows, headers=["id", "class", "pixels", "%"], floatfmt=".2f", tablefmt="simple"))
-    absent = [name for i, name in enumerate(record.classes) if histogram[i] == 0 and i != record.ignore_value]
-    if absent:
-        print(f"warning: no pixels of {absent}")
-    if offenders:
-        details = "; ".join(f"id {value} in {len(files)} masks (e.g. {', '.join(files[:_EXAMPLES])})"
-                            for value, files in sorted(offenders.items()))
-        raise DatasetError(f"{record.name}: masks hold ids outside 0..{len(record.classes) - 1} and the ignore "
-                           f"value {record.ignore_value}: {details}")
-    return histogram
+    print_report(report)
+    if not report.ok:
+        raise DatasetError(report.describe())
+    return report.histogram
 
 
 # --- command line -----------------------------------------------------------------------------------

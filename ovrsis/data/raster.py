@@ -44,6 +44,7 @@ import numpy as np
 from ..errors import DatasetError
 
 logger = logging.getLogger(__name__)
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # decode failures are raised, not printed
 
 OPENCV_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 RASTER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".jp2", ".j2k", ".img", ".vrt")

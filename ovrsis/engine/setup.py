@@ -28,7 +28,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import add_ovrsis_config
 from ..data import register_datasets_from_config
-from ..errors import ConfigError, SuppressUserErrorTracebacks, check_path, close_names
+from ..errors import ConfigError, DatasetError, SuppressUserErrorTracebacks, check_path, close_names
 
 logger = logging.getLogger("ovrsis")
 
@@ -143,6 +143,29 @@ def setup_cfg(config_file: str = "", opts: Sequence[str] = (), args: Optional[ob
     else:  # programmatic use (tests, tools): seed as setup_run would
         seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
     return cfg
+
+
+def run_preflight(cfg: CfgNode, train: bool = True) -> None:
+    """Check the datasets the run reads (DATASETS.TRAIN when ``train``, and DATASETS.TEST)
+    before anything is built (:mod:`ovrsis.data.preflight`). Rank 0 scans; every rank raises
+    the same :class:`~ovrsis.errors.DatasetError` if it found a problem."""
+    if not cfg.DATASETS.PREFLIGHT.ENABLED:
+        return
+    from ..data.preflight import preflight
+    from ..data.raster import RasterSettings
+
+    names = (list(cfg.DATASETS.TRAIN) if train else []) + list(cfg.DATASETS.TEST)
+    failure = None
+    if comm.is_main_process():
+        try:
+            preflight(names, RasterSettings.from_config(cfg.INPUT.RASTER), cfg.DATASETS.PREFLIGHT.SAMPLE_ABOVE,
+                      cfg.DATASETS.PREFLIGHT.SAMPLE)
+        except DatasetError as err:
+            failure = str(err)
+    if comm.get_world_size() > 1:
+        failure = comm.all_gather(failure)[0]
+    if failure:
+        raise DatasetError(failure)
 
 
 def setup_run(cfg: CfgNode, args: object) -> None:
