@@ -75,10 +75,10 @@ def add_ovrsis_config(cfg: CN) -> None:
     # --- SAM guidance stream (AerOSeg): frozen segment_anything image encoder -------------------
     cfg.MODEL.SAM = CN()
     cfg.MODEL.SAM.ENABLED = False  # build the stream (guidance source "sam"; neck = appearance/back-projection source)
-    cfg.MODEL.SAM.ARCH = "vit_l"  # vit_b | vit_l | vit_h (segment_anything build_sam.py) | custom (MODEL.SAM.CUSTOM)
+    cfg.MODEL.SAM.ARCH = "vit_l"  # vit_b | vit_l | vit_h (segment_anything) | custom (MODEL.SAM.CUSTOM) | hiera_t/s/b+/l (SAM 2, optional sam2 package)
     cfg.MODEL.SAM.WEIGHTS = ""  # local SAM checkpoint (sam_vit_l_0b3195.pth; image_encoder.* loaded strictly); "" = from MODEL.WEIGHTS
     cfg.MODEL.SAM.INPUT_SIZE = 1024  # SAM input side (native 1024 -> 64x64 tokens); smaller interpolates the pos-embed
-    cfg.MODEL.SAM.GUIDANCE_LAYERS = [7, 15]  # 0-based blocks guiding decoder stages 1, 2 (paper: 8th, 16th of ViT-L)
+    cfg.MODEL.SAM.GUIDANCE_LAYERS = [7, 15]  # 0-based blocks guiding decoder stages 1, 2 (paper: 8th, 16th of ViT-L); SAM 2: FPN levels (0: stride 4, 1: stride 8)
     cfg.MODEL.SAM.FROZEN = True  # AerOSeg: frozen (no gradients, always eval); False = fine-tuned (Table 4)
     cfg.MODEL.SAM.PIXEL_MEAN = [123.675, 116.28, 103.53]  # SAM's own input normalisation (0-255 RGB)
     cfg.MODEL.SAM.PIXEL_STD = [58.395, 57.12, 57.375]

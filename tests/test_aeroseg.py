@@ -342,3 +342,38 @@ def test_sam_vit_l_and_default_aeroseg_parameter_counts(monkeypatch):
     model = build_model(cfg)
     assert sum(p.numel() for p in model.parameters()) == 460_787_990
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 23_336_213
+
+
+# ----------------------------------------------------------------------------- SAM 2 (optional sam2 package)
+def test_sam2_hiera_encoder_equals_sam2_and_loads_checkpoints(tmp_path):
+    pytest.importorskip("sam2", reason="optional: SAM2_BUILD_CUDA=0 pip install --no-deps --no-build-isolation sam2")
+    from ovrsis.modeling.encoders.sam_hiera import SAMHieraEncoder
+
+    torch.manual_seed(0)
+    enc = SAMHieraEncoder(arch="hiera_t", input_size=128, out_indices=(1, 0))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        reference = enc.image_encoder(enc.preprocess(x))  # sam2's own ImageEncoder forward
+    stride8, stride4, features = enc(x)
+    assert stride8.shape == (1, 256, 16, 16) and stride4.shape == (1, 256, 32, 32) and features.shape == (1, 256, 8, 8)
+    assert torch.equal(features, reference["vision_features"]) and torch.equal(stride8, reference["backbone_fpn"][1])
+    state = {f"image_encoder.{k}": v for k, v in enc.image_encoder.state_dict().items()}
+    state["sam_mask_decoder.iou_token.weight"] = torch.zeros(1, 256)
+    torch.save({"model": state}, tmp_path / "sam2_tiny.pt")
+    torch.manual_seed(1)
+    loaded = SAMHieraEncoder(arch="hiera_t", input_size=128, weights=str(tmp_path / "sam2_tiny.pt"))
+    assert torch.equal(loaded(x)[-1], features) and loaded.pretrained_from_file
+    with pytest.raises(ValueError, match="with another shape"):
+        SAMHieraEncoder(arch="hiera_b+", input_size=128, weights=str(tmp_path / "sam2_tiny.pt"))
+
+
+def test_aeroseg_with_a_sam2_stream_trains_and_evaluates():
+    pytest.importorskip("sam2", reason="optional: SAM2_BUILD_CUDA=0 pip install --no-deps --no-build-isolation sam2")
+    model = aeroseg_tiny("MODEL.SAM.ARCH", "hiera_t", "MODEL.SAM.GUIDANCE_LAYERS", [1, 0],
+                         "MODEL.DECODER.GUIDANCE_DIMS", [256, 256], train=True)
+    losses = model(_batch())
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in model.specialists.parameters())
+    model.eval()
+    seg = model([{"image": image(50, 70), "height": 50, "width": 70}])[0]["sem_seg"]
+    assert seg.shape == (3, 50, 70) and torch.isfinite(seg).all()

@@ -22,6 +22,7 @@ from ..decoders.guided_upsampling import TapPyramid
 from .dino import DINOEncoder
 from .guidance_clip import GuidanceCLIPEncoder
 from .sam import SAMEncoder
+from .sam_hiera import HIERA_ARCHS, SAMHieraEncoder
 
 
 class StreamOutput(NamedTuple):
@@ -162,14 +163,15 @@ def build_sam_stream(cfg, *, clip_grid: int) -> SpecialistStream:
     """AerOSeg's SAM stream from ``MODEL.SAM``: a frozen SAM image encoder fed the model-normalised
     images resized to ``MODEL.SAM.INPUT_SIZE`` (renormalised with SAM's statistics inside); blocks
     ``GUIDANCE_LAYERS`` guide the decoder stages (:class:`ResampledTaps`, no parameters), the neck
-    output is its ``features`` (appearance guidance and back-projection target, 256-d)."""
+    output is its ``features`` (appearance guidance and back-projection target, 256-d). ``ARCH hiera_*``:
+    a SAM 2 Hiera encoder instead (:mod:`.sam_hiera`; FPN levels for guidance, stride-16 level as features)."""
     s = cfg.MODEL.SAM
     dims = list(cfg.MODEL.DECODER.GUIDANCE_DIMS)
     layers = [int(i) for i in s.GUIDANCE_LAYERS]
     if layers and len(layers) != len(dims):
         raise ValueError(f"MODEL.SAM.GUIDANCE_LAYERS {layers} needs one entry per decoder stage "
                          f"(MODEL.DECODER.GUIDANCE_DIMS {dims}) or none")
-    encoder = SAMEncoder.from_config(cfg)
+    encoder = SAMHieraEncoder.from_config(cfg) if s.ARCH in HIERA_ARCHS else SAMEncoder.from_config(cfg)
     if layers and any(d != encoder.width for d in dims):
         raise ValueError(f"SAM taps are {encoder.width}-d (MODEL.SAM.ARCH {s.ARCH!r}): set MODEL.DECODER.GUIDANCE_DIMS "
                          f"to {[encoder.width] * len(dims)}, got {dims}")
