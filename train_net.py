@@ -50,6 +50,9 @@ def summarize(cfg, results) -> None:
         metrics = res["sem_seg"]
         cells = [f"{k} {metrics[k]:.2f}" for k in SUMMARY_KEYS if k in metrics]
         lines.append(f"  {name}: " + " | ".join(cells))
+    if len(per_dataset) > 1:  # cross-dataset transfer: the mean over the test sets
+        mious = [res["sem_seg"]["mIoU"] for res in per_dataset.values() if "mIoU" in res["sem_seg"]]
+        lines.append(f"  m-mIoU (mean mIoU over the {len(mious)} test datasets): {sum(mious) / len(mious):.2f}")
     trend = loss_trend(cfg.OUTPUT_DIR)
     if trend:
         lines.append("  " + trend)
