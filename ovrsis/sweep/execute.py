@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from .spec import REPO_ROOT
@@ -42,6 +42,7 @@ class RunTask:
     num_machines: int = 1
     resume: bool = False
     python: str = sys.executable
+    cwd: str = field(default_factory=os.getcwd)  # relative paths in the config mean what they meant here
 
     def command(self, machine_rank: int = 0, dist_url: str = "auto") -> list[str]:
         cmd = [self.python, str(SWEEP_SCRIPT), "_worker", self.run_dir, "--num-gpus", str(self.num_gpus),
@@ -63,7 +64,7 @@ class RunTask:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(self.command(machine_rank, dist_url))}\n")
             log.flush()
             code = subprocess.call(self.command(machine_rank, dist_url), stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=str(REPO_ROOT), env=env, preexec_fn=_die_with_parent)
+                                   cwd=self.cwd, env=env, preexec_fn=_die_with_parent)
         if not main:
             return "finished" if code == 0 else "failed"
         seconds = round(time.time() - start, 1)

@@ -19,7 +19,8 @@ import torch
 from detectron2.config import CfgNode, get_cfg
 
 from ..config import add_ovrsis_config
-from ..errors import close_names
+from ..engine.setup import merge_overrides
+from ..errors import OVRSISError, close_names
 from .spec import Run, Sweep, SweepError
 
 # Keys that do not change what a run computes: excluded from its identity (the sweep sets OUTPUT_DIR).
@@ -49,11 +50,12 @@ def resolve_config(sweep: Sweep, run: Run, output_dir: str, base: CfgNode | None
     cfg = (base if base is not None else base_config(sweep)).clone()
     cfg.defrost()
     for key, value in run.overrides:
-        if _get(cfg, key, _MISSING) is _MISSING:
+        register_entry = key.startswith("DATASETS.REGISTER.")  # config-only dataset fields may be new
+        if not register_entry and _get(cfg, key, _MISSING) is _MISSING:
             raise SweepError(f"{sweep.path}: run {run.row}: config key {key} does not exist"
                              f"{close_names(key, _all_keys(cfg))} (keys: ovrsis/config.py)")
         try:
-            cfg.merge_from_list([key, value])
+            merge_overrides(cfg, [key, value])
         except (ValueError, TypeError, AssertionError, KeyError) as exc:
             raise SweepError(f"{sweep.path}: run {run.row}: {key}: value {value!r} does not fit the key "
                              f"(current value {_get(cfg, key)!r}): {exc}") from None
@@ -84,22 +86,18 @@ def check_config(cfg: CfgNode, where: str, built: dict[str, str] | None = None) 
     ``built`` caches model checks by model config (runs differing only in seed, solver or data
     build one model). Raises :class:`SweepError` with ``where`` and the offending key.
     """
-    from detectron2.data import DatasetCatalog
-
     from ..data import register_datasets_from_config
+    from ..engine.setup import check_config_paths, check_datasets_registered
 
     try:
+        check_config_paths(cfg)
         register_datasets_from_config(cfg)
-    except Exception as exc:
-        raise SweepError(f"{where}: DATASETS.REGISTER: {exc}") from None
-    registered = DatasetCatalog.list()
-    for key in ("DATASETS.TRAIN", "DATASETS.TEST"):
-        for name in _get(cfg, key):
-            if name not in registered:
-                raise SweepError(f"{where}: {key}: dataset {name!r} is not registered{close_names(name, registered)}")
-    for key in ("MODEL.WEIGHTS", "MODEL.DINO.WEIGHTS"):
-        path = _get(cfg, key, "")
-        if path and not _exists(path):
+        check_datasets_registered(cfg)
+    except OVRSISError as exc:
+        raise SweepError(f"{where}: {exc}") from None
+    for key in _all_keys(cfg):  # every stream's weights (MODEL.DINO/SAM/RS_CLIP.WEIGHTS, ...)
+        path = _get(cfg, key)
+        if key.endswith(".WEIGHTS") and isinstance(path, str) and path and "://" not in path and not _exists(path):
             raise SweepError(f"{where}: {key}: file {path!r} does not exist")
     pretrained = cfg.MODEL.CLIP.PRETRAINED
     if pretrained and ("/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))) \
@@ -111,7 +109,9 @@ def check_config(cfg: CfgNode, where: str, built: dict[str, str] | None = None) 
     model_cfg.MODEL.DEVICE = "cpu"
     # structure only: weights are checked for existence above, loading them is the run's job
     model_cfg.MODEL.CLIP.PRETRAINED = ""
-    model_cfg.MODEL.DINO.WEIGHTS = ""
+    for key in _all_keys(model_cfg.MODEL, "MODEL."):
+        if key.endswith(".WEIGHTS") and key != "MODEL.WEIGHTS":
+            model_cfg.merge_from_list([key, ""])
     key = hashlib.sha1((model_cfg.MODEL.dump() + model_cfg.TEST.dump() + str(model_cfg.DATASETS.TRAIN[:1])
                         + str(model_cfg.DATASETS.TEST[:1])).encode()).hexdigest()
     if built is not None and key in built:
