@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO / "eval_scripts"))
 
 import sweep as sweep_cli  # noqa: E402  (eval_scripts/sweep.py)
 
-from ovrsis.sweep.execute import RunTask, gpu_slots, parse_minutes, run_local, slurm_parameters  # noqa: E402
+from ovrsis.sweep.execute import RunLock, RunTask, gpu_slots, parse_minutes, run_local, slurm_parameters  # noqa: E402
 from ovrsis.sweep.spec import SweepError, format_value, load_sweep  # noqa: E402
 from ovrsis.sweep.state import (CHANGED, EVALUATE, FAILED, FINISHED, INTERRUPTED, NEW, QUEUED,  # noqa: E402
                                 classify, read_state, write_state)
@@ -102,7 +102,7 @@ def test_malformed_sweep_files_fail_naming_the_field(tmp_path, text, message):
     ("overrides: {DATASETS.TEST: [no_such_set]}\n", "DATASETS.TEST: dataset 'no_such_set' is not registered"),
     ("evaluation: {suite: v9}\n", "evaluation.suite: unknown suite 'v9'"),
     ("evaluation: {suite: synthetic, protocol: P-Z}\n", "evaluation.protocol: unknown protocol 'P-Z'"),
-    ("overrides: {MODEL.WEIGHTS: /no/such/model.pth}\n", "MODEL.WEIGHTS: file '/no/such/model.pth' does not exist"),
+    ("overrides: {MODEL.WEIGHTS: /no/such/model.pth}\n", "MODEL.WEIGHTS: '/no/such/model.pth' does not exist"),
 ])
 def test_invalid_keys_and_values_fail_before_anything_runs(tmp_path, text, message):
     out = tmp_path / "out"
@@ -169,6 +169,8 @@ def _fake_python(tmp_path: Path) -> str:
 run_dir="$3"
 case "$run_dir" in *broken*) echo "Traceback: boom" ; exit 3 ;; esac
 mkdir -p "$run_dir/benchmark/results"
+echo "${CUDA_VISIBLE_DEVICES:-none}" > "$run_dir/gpus.txt"
+sleep 0.3  # long enough for every slot to take a run
 echo '{"metrics": {"mIoU": 12.5}, "protocol": {"label": "x", "dataset": "d", "split": ""}}' \
   > "$run_dir/benchmark/results/d.json"
 """)
@@ -189,6 +191,21 @@ def test_local_backend_reports_a_failure_and_finishes_the_others(tmp_path):
     failed = read_state(tasks[0].run_dir)
     assert failed["status"] == "failed" and "exit status 3" in failed["error"] and "boom" in failed["error"]
     assert sorted(events) == [("failed", "broken"), ("finished", "ok"), ("start", "broken"), ("start", "ok")]
+
+
+def test_local_backend_gives_each_parallel_run_its_own_gpus_and_skips_locked_runs(tmp_path):
+    python = _fake_python(tmp_path)
+    tasks = [RunTask(f"r{i}", str(tmp_path / f"r{i}"), ("d",), python=python) for i in range(4)]
+    for task in tasks:
+        write_state(task.run_dir, {"name": task.name, "status": "pending"})
+    held = RunLock(str(tmp_path), "r3")  # another sweep process is running r3
+    assert held.acquire()
+    outcome = run_local(tasks, str(tmp_path), gpu_slots(["0", "1", "2", "3"], 2, 2), lambda *a: None)
+    held.release()
+    assert outcome == {"r0": "finished", "r1": "finished", "r2": "finished", "r3": "busy"}
+    seen = [(tmp_path / f"r{i}" / "gpus.txt").read_text().strip() for i in range(3)]
+    assert set(seen) <= {"0,1", "2,3"} and len(set(seen)) == 2  # two slots, both used, never mixed
+    assert not (tmp_path / "r3" / "gpus.txt").exists()
 
 
 def test_gpu_subsets_and_slurm_parameters():
