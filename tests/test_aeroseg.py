@@ -377,3 +377,53 @@ def test_aeroseg_with_a_sam2_stream_trains_and_evaluates():
     model.eval()
     seg = model([{"image": image(50, 70), "height": 50, "width": 70}])[0]["sem_seg"]
     assert seg.shape == (3, 50, 70) and torch.isfinite(seg).all()
+
+
+# ----------------------------------------------------------------------------- configs and the Table 4 variant
+@pytest.mark.parametrize("name, checks", [
+    ("vitb16_isaid", {"MODEL.SAM.ENABLED": True, "MODEL.SAM.ARCH": "vit_l", "SOLVER.MAX_ITER": 10000,
+                      "MODEL.LOSS.HEADS": ["SemanticBackProjection"], "MODEL.COST.ROTATIONS": [0, 1, 2, 3]}),
+    ("vitb16_dlrsd", {"SOLVER.MAX_ITER": 5000, "DATASETS.TRAIN": ("aeroseg_dlrsd_train_seen",)}),
+    ("vitb16_oem", {"SOLVER.MAX_ITER": 15000, "DATASETS.TEST": ("aeroseg_oem_val",)}),
+    ("ablations/t3_baseline_isaid", {"MODEL.SAM.ENABLED": False, "MODEL.LOSS.HEADS": [],
+                                     "MODEL.DECODER.GUIDANCE_SOURCES": ["clip"]}),
+    ("ablations/t3_a_sam_guidance_isaid", {"MODEL.LOSS.HEADS": [], "MODEL.SAM.ENABLED": True}),
+    ("ablations/t3_b_sem_loss_isaid", {"MODEL.LOSS.HEADS": ["SemanticBackProjection"]}),
+    ("ablations/t4_sam_finetuned_isaid", {"MODEL.SAM.FROZEN": False, "SOLVER.SAM_MULTIPLIER": 0.1}),
+    ("ablations/t5_target_rgb_isaid", {"MODEL.BACK_PROJECTION.TARGET": "rgb"}),
+    ("ablations/t5_target_clip_isaid", {"MODEL.BACK_PROJECTION.TARGET": "clip"}),
+    ("ablations/t6_sam_vit_h_isaid", {"MODEL.SAM.ARCH": "vit_h", "MODEL.DECODER.GUIDANCE_DIMS": [1280, 1280]}),
+    ("ablations/t6_sam2_hiera_bplus_isaid", {"MODEL.SAM.ARCH": "hiera_b+", "MODEL.SAM.GUIDANCE_LAYERS": [1, 0]}),
+    ("ablations/sam_vit_b_isaid", {"MODEL.SAM.ARCH": "vit_b", "MODEL.SAM.GUIDANCE_LAYERS": [3, 7]}),
+    ("ablations/sam_input384_isaid", {"MODEL.SAM.INPUT_SIZE": 384}),
+])
+def test_aeroseg_configs_resolve(name, checks):
+    cfg = get_cfg()
+    add_ovrsis_config(cfg)
+    cfg.merge_from_file(str(REPO / f"configs/aeroseg/{name}.yaml"))
+    for key, value in checks.items():
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        assert (list(node) if isinstance(value, list) else node) == value, key
+    assert len(cfg.MODEL.TEXT.TEMPLATES) in (1, 4) and cfg.SOLVER.IMS_PER_BATCH == 4
+
+
+def test_fine_tuned_sam_trains_at_its_own_learning_rate():
+    """Table 4: MODEL.SAM.FROZEN False makes SAM trainable (train mode, gradients) at BASE_LR × SAM_MULTIPLIER."""
+    from ovrsis.engine.trainer import build_param_groups
+
+    model = aeroseg_tiny("MODEL.SAM.FROZEN", False, train=True)
+    encoder = model.specialists.sam.encoder
+    assert encoder.training and all(p.requires_grad for p in encoder.parameters())
+    model(_batch())["loss_sem_seg"].backward()
+    assert encoder.image_encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    cfg = get_cfg()
+    add_ovrsis_config(cfg)
+    cfg.merge_from_list(["SOLVER.BASE_LR", 2e-4, "SOLVER.SAM_MULTIPLIER", 0.1])
+    sam_ids = {id(p) for p in encoder.parameters()}
+    for group in build_param_groups(cfg, model):
+        in_sam = [id(p) in sam_ids for p in group["params"]]
+        assert all(in_sam) or not any(in_sam)
+        if any(in_sam):
+            assert group["lr"] == pytest.approx(2e-5)
