@@ -427,3 +427,17 @@ def test_fine_tuned_sam_trains_at_its_own_learning_rate():
         assert all(in_sam) or not any(in_sam)
         if any(in_sam):
             assert group["lr"] == pytest.approx(2e-5)
+
+
+def test_aeroseg_checkpoint_round_trip(tmp_path):
+    """A saved AerOSeg model (SAM and back-projection head included) reloads key for key."""
+    from ovrsis.checkpoint import OVRSISCheckpointer
+
+    source = aeroseg_tiny(seed=3).eval()
+    OVRSISCheckpointer(source, str(tmp_path)).save("aeroseg_tiny")
+    target = aeroseg_tiny(seed=4).eval()
+    OVRSISCheckpointer(target).load(str(tmp_path / "aeroseg_tiny.pth"))
+    for k, v in source.state_dict().items():
+        assert torch.equal(target.state_dict()[k], v), k
+    x = [{"image": image(64, 64)}]
+    assert torch.equal(target(x)[0]["sem_seg"], source(x)[0]["sem_seg"])
