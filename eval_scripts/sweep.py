@@ -91,15 +91,15 @@ class Plan:
         self.action = classify(self.stored, self.identity, self.evaluation)
 
 
-def plan_runs(sweep: sweep_spec.Sweep, output: str) -> list[Plan]:
-    """Expand, resolve and validate every run (all before anything runs)."""
+def plan_runs(sweep: sweep_spec.Sweep, output: str, device: str | None = None) -> list[Plan]:
+    """Expand, resolve and validate every run (all before anything runs); ``device``: where runs execute."""
     base = base_config(sweep)
     runs = sweep.expand(int(base.SEED))
     built: dict[str, str] = {}
     plans = []
     for i, run in enumerate(runs):
         run_dir = os.path.abspath(os.path.join(output, run.name))
-        cfg = resolve_config(sweep, run, run_dir, base)
+        cfg = resolve_config(sweep, run, run_dir, base, device)
         if i == 0 or plans[-1].run.row != run.row:  # the seeds of a row share these checks
             check_config(cfg, f"{sweep.path}: run {run.row}", built)
             check_evaluation(sweep, cfg)
@@ -129,10 +129,11 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def describe(plan: Plan, resume: bool) -> str:
+def describe(plan: Plan, resume: bool, discard_changed: bool) -> str:
     return {NEW: "run", FINISHED: "skip (finished)", EVALUATE: "evaluate only (trained)",
             INTERRUPTED: "resume" if resume else "restart (interrupted)",
-            FAILED: "resume" if resume else "restart (failed)", CHANGED: "discard + run",
+            FAILED: "resume" if resume else "restart (failed)",
+            CHANGED: "discard + run" if discard_changed else "other config: stop",
             QUEUED: "skip (queued on Slurm)"}[plan.action]
 
 
@@ -215,14 +216,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     sweep = sweep_spec.load_sweep(args.sweep)
     sweep.add_overrides(opts)
     output = os.path.abspath(args.output or os.path.join("output", "sweeps", sweep.name))
-    all_plans = plan_runs(sweep, output)
+    gpus_per_run = args.gpus_per_run or sweep.gpus or 1
+    gpus: list[str] = []
+    settings: dict[str, Any] = {}
+    if args.backend == "local":
+        gpus = [g for g in args.gpus.split(",") if g] if args.gpus is not None else visible_gpus()
+        device = "cuda" if gpus else "cpu"
+    else:
+        settings = {**sweep.slurm, **{k: v for k, v in {
+            "partition": args.partition, "time": args.time, "nodes": args.nodes, "gpus_per_node": args.gpus_per_node,
+            "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb, "account": args.account, "qos": args.qos,
+            "constraint": args.constraint}.items() if v is not None}}
+        settings.setdefault("gpus_per_node", gpus_per_run)
+        try:
+            slurm_parameters(settings, sweep.name)  # bad time/values fail before anything runs
+        except (ValueError, TypeError) as exc:
+            raise sweep_spec.SweepError(f"Slurm settings (command line / the sweep's slurm section): {exc}") from None
+        device = "cuda" if int(settings["gpus_per_node"]) > 0 else "cpu"
+    all_plans = plan_runs(sweep, output, device)
     plans = all_plans if not args.only else [p for p in all_plans if any(fnmatch.fnmatch(p.run.name, pat)
                                                                         for pat in args.only)]
     if args.only and not plans:
         raise sweep_spec.SweepError(f"--only {args.only}: no run matches; runs: {[p.run.name for p in all_plans]}")
     slurm_folder = os.path.join(output, "slurm")
-    for plan in plans:  # a queued Slurm job that has ended without a result was interrupted
-        if plan.action == QUEUED and job_finished(str(plan.stored.get("job_id", "")), slurm_folder):
+    for plan in plans:  # a queued Slurm job that has ended (or was never submitted) was interrupted
+        job_id = str(plan.stored.get("job_id", "")) if plan.stored else ""
+        if plan.action == QUEUED and (not job_id or job_finished(job_id, slurm_folder)):
             plan.action = INTERRUPTED
     changed = [p for p in plans if p.action == CHANGED]
     if changed and not args.discard_changed and not args.dry_run and not args.table_only:
@@ -237,16 +256,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     width = max(len(p.run.name) for p in plans)
     for plan in plans:
         swept = " ".join(f"{key}={sweep_spec.format_value(value)}" for key, value in settings_of(plan, sweep).items())
-        print(f"  {plan.run.name:{width}s}  {describe(plan, args.resume):24s} SEED={plan.run.seed} {swept}")
+        action = describe(plan, args.resume, args.discard_changed)
+        print(f"  {plan.run.name:{width}s}  {action:24s} SEED={plan.run.seed} {swept}")
     if args.dry_run:
         return 0
     if args.table_only:
         print(write_table(sweep, all_plans, output))
         return 0
 
-    gpus_per_run = args.gpus_per_run or sweep.gpus or 1
     if args.backend == "local":
-        gpus = [g for g in args.gpus.split(",") if g] if args.gpus is not None else visible_gpus()
         slots = gpu_slots(gpus, gpus_per_run, args.jobs)
         by_name = {p.run.name: p for p in todo}
         tasks = [RunTask(p.run.name, p.run_dir, p.datasets, num_gpus=gpus_per_run if gpus else 1,
@@ -272,12 +290,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run_local(tasks, output, slots, report)
     else:
-        settings = {**sweep.slurm, **{k: v for k, v in {
-            "partition": args.partition, "time": args.time, "nodes": args.nodes, "gpus_per_node": args.gpus_per_node,
-            "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb, "account": args.account, "qos": args.qos,
-            "constraint": args.constraint}.items() if v is not None}}
-        settings.setdefault("gpus_per_node", gpus_per_run)
-        slurm_parameters(settings, sweep.name)  # bad time/values fail before any submission
         for plan in todo:
             prepare(plan, sweep, args.resume)
         tasks = [RunTask(p.run.name, p.run_dir, p.datasets, num_gpus=int(settings["gpus_per_node"]),

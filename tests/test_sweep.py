@@ -227,7 +227,8 @@ def test_slurm_backend_writes_the_job_parameters_into_sbatch(tmp_path, monkeypat
     """No cluster: fake ``srun``/``sbatch`` on PATH; the sbatch file submitit generates is checked."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, body in (("srun", "exit 0"), ("sbatch", f'cp "$1" {tmp_path}/submitted.sh; echo "Submitted batch job 4242"')):
+    submit = f'cp "$1" {tmp_path}/submitted.sh; echo "Submitted batch job 4242"'
+    for name, body in (("srun", "exit 0"), ("sbatch", submit)):
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -245,6 +246,12 @@ def test_slurm_backend_writes_the_job_parameters_into_sbatch(tmp_path, monkeypat
     assert state["status"] == "queued" and state["job_id"] == "4242"
     assert (out / "lr=0.001__seed0" / "sweep_config.yaml").is_file()
     assert "submitted lr=0.001__seed0: job 4242" in capsys.readouterr().out
+    # submitted from a machine without GPUs, a run for GPU nodes is configured for CUDA (base sets no device)
+    out = tmp_path / "out2"
+    assert sweep_cli.main([str(write_sweep(tmp_path, "")), "--output", str(out), "--backend", "slurm",
+                           "--gpus-per-node", "2", "--time", "60"]) == 0
+    assert "  DEVICE: cuda\n" in (out / "base__seed42" / "sweep_config.yaml").read_text()
+    assert "#SBATCH --gpus-per-node=2" in (tmp_path / "submitted.sh").read_text()
 
 
 # ---------------------------------------------------------------------------- end to end

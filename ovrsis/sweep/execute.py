@@ -269,8 +269,9 @@ def submit_slurm(tasks: Sequence[RunTask], folder: str, settings: dict[str, Any]
     jobs = []
     for task in tasks:
         executor.update_parameters(**slurm_parameters(settings, f"{sweep_name}/{task.name}"))
+        update_state(task.run_dir, status="queued", job_id="", backend=cluster)  # before the job can start
         job = executor.submit(task)
-        update_state(task.run_dir, status="queued", job_id=str(job.job_id), backend=cluster)
+        update_state(task.run_dir, job_id=str(job.job_id))
         jobs.append(job)
     return jobs
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 from typing import Any, Iterator
@@ -23,8 +24,9 @@ from ..engine.setup import merge_overrides
 from ..errors import OVRSISError, close_names
 from .spec import Run, Sweep, SweepError
 
-# Keys that do not change what a run computes: excluded from its identity (the sweep sets OUTPUT_DIR).
-IDENTITY_EXCLUDED = ("OUTPUT_DIR",)
+# Keys that do not change the experiment: excluded from a run's identity (the sweep sets OUTPUT_DIR; the
+# device follows where the run executes, so a table can be written on a login node without GPUs).
+IDENTITY_EXCLUDED = ("OUTPUT_DIR", "MODEL.DEVICE")
 _MISSING = object()
 
 
@@ -39,9 +41,22 @@ def base_config(sweep: Sweep) -> CfgNode:
     return cfg
 
 
-def resolve_config(sweep: Sweep, run: Run, output_dir: str, base: CfgNode | None = None) -> CfgNode:
-    """The run's full config: base config, then its overrides (sweep-wide, named run, axes), its seed
-    and ``OUTPUT_DIR``.
+def base_sets_device(sweep: Sweep) -> bool:
+    """Whether the base config file (or one of its ``_BASE_`` files) sets MODEL.DEVICE."""
+    return _file_sets_device(str(sweep.base))
+
+
+@functools.lru_cache(maxsize=None)
+def _file_sets_device(path: str) -> bool:
+    data = CfgNode.load_yaml_with_base(path, allow_unsafe=True)
+    return "DEVICE" in (data.get("MODEL") or {})
+
+
+def resolve_config(sweep: Sweep, run: Run, output_dir: str, base: CfgNode | None = None,
+                   device: str | None = None) -> CfgNode:
+    """The run's full config: base config, ``device`` (where the run will execute; ignored when the
+    base config file sets MODEL.DEVICE — the ovrsis default is the *submitting* machine's device),
+    then its overrides (sweep-wide, named run, axes), its seed and ``OUTPUT_DIR``.
 
     Raises:
         SweepError: a key that is not in the config (with close matches) or a value whose type does
@@ -49,6 +64,8 @@ def resolve_config(sweep: Sweep, run: Run, output_dir: str, base: CfgNode | None
     """
     cfg = (base if base is not None else base_config(sweep)).clone()
     cfg.defrost()
+    if device is not None and not base_sets_device(sweep):
+        cfg.MODEL.DEVICE = device
     for key, value in run.overrides:
         register_entry = key.startswith("DATASETS.REGISTER.")  # config-only dataset fields may be new
         if not register_entry and _get(cfg, key, _MISSING) is _MISSING:
@@ -69,7 +86,11 @@ def config_identity(cfg: CfgNode) -> str:
     identity compute the same thing; a stored run with another identity is a different experiment."""
     data = yaml_data(cfg)
     for key in IDENTITY_EXCLUDED:
-        data.pop(key, None)
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(last, None)
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -228,7 +228,8 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
         axes = _axes(group, f"{where}: zip[{i}]")
         lengths = {a.key: len(a.values) for a in axes}
         if len(set(lengths.values())) > 1:
-            raise SweepError(f"{where}: zip[{i}] zips its axes value by value, so they need equal lengths; got {lengths}")
+            raise SweepError(f"{where}: zip[{i}] zips its axes value by value, so they need equal lengths; "
+                             f"got {lengths}")
         if axes:
             zips.append(axes)
     all_axes = [*grid, *(a for g in zips for a in g)]

@@ -115,7 +115,8 @@ def to_markdown(rows: Sequence[RowResult], setting_labels: Sequence[str], title:
     failed = [name for a in aggregated for name in a["failed"]]
     extra = list(notes)
     if any(a["seeds"] > 1 for a in aggregated):
-        extra.append("Cells: mean ± sample standard deviation over the finished seeds (seeds column: finished/planned).")
+        extra.append("Cells: mean ± sample standard deviation over the finished seeds "
+                     "(seeds column: finished/planned).")
     if failed:
         extra.append(f"Failed runs (see their sweep_run.json / sweep.log): {', '.join(failed)}")
     if extra:

@@ -91,7 +91,8 @@ def main(argv: Sequence[str]) -> None:
     plan = json.loads(Path(run_dir, "sweep_run.json").read_text())
     config = os.path.join(run_dir, "sweep_config.yaml")
     train_argv = None
-    if plan["mode"] == "train" and not (plan.get("trained") and os.path.isfile(os.path.join(run_dir, "model_final.pth"))):
+    trained = plan.get("trained") and os.path.isfile(os.path.join(run_dir, "model_final.pth"))
+    if plan["mode"] == "train" and not trained:
         train_argv = ["--config-file", config, "--num-gpus", str(args.num_gpus), "--num-machines",
                       str(args.num_machines), "--machine-rank", str(args.machine_rank), "--dist-url", args.dist_url]
         train_argv += ["--resume"] if args.resume else []
