@@ -75,7 +75,10 @@ def _saved_bytes(model) -> int:
     return total
 
 
-@pytest.mark.parametrize("method", [[], OVRS], ids=["catseg", "ovrs"])
+RSKT = ["MODEL.AGGREGATOR.NAME", "EfficientAggregator", "MODEL.AGGREGATOR.SPATIAL_REDUCTION", 2]
+
+
+@pytest.mark.parametrize("method", [[], OVRS, RSKT], ids=["catseg", "ovrs", "rskt_efficient_aggregator"])
 @pytest.mark.parametrize("finetune", ["attention", "full"])
 def test_checkpointing_keeps_loss_and_gradients(method, finetune):
     extra = [*method, "MODEL.CLIP.FINETUNE", finetune]
@@ -96,6 +99,8 @@ def test_checkpointing_keeps_fewer_activations_and_leaves_inference_alone():
     assert _saved_bytes(ckpt) < 0.7 * _saved_bytes(plain)
     for name in ("CLIP", "AGGREGATOR", "DECODER"):  # each switch on its own saves something
         assert _saved_bytes(_model(f"MODEL.{name}.CHECKPOINT_ACTIVATIONS", True)) < _saved_bytes(plain)
+    rskt = _saved_bytes(_model(*RSKT))  # the RSKT-Seg aggregator inherits the switch
+    assert _saved_bytes(_model(*RSKT, "MODEL.AGGREGATOR.CHECKPOINT_ACTIVATIONS", True)) < rskt
     plain.eval(), ckpt.eval()
     x = [{"image": _batch()[0]["image"]}]
     with torch.no_grad():

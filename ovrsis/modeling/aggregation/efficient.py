@@ -196,10 +196,10 @@ class EfficientAggregator(CATSegAggregator):
                  hidden_dim: int = 128, num_layers: int = 2, num_heads: int = 8, spatial_reduction: int = 2,
                  appearance_proj_dim: int = 128, text_proj_dim: int = 128,
                  pooling_train: Sequence[int] = (2, 2), pooling_test: Sequence[int] = (2, 2),
-                 cost_fusion: str = "conv") -> None:
+                 cost_fusion: str = "conv", checkpoint_activations: bool = False) -> None:
         super().__init__(cost_channels=cost_channels, clip_dim=clip_dim, resolution=resolution, hidden_dim=hidden_dim,
                          num_layers=0, appearance_proj_dim=appearance_proj_dim, text_proj_dim=text_proj_dim,
-                         cost_fusion=cost_fusion)
+                         cost_fusion=cost_fusion, checkpoint_activations=checkpoint_activations)
         if any(r % spatial_reduction for r in resolution):
             raise ValueError(f"MODEL.AGGREGATOR.SPATIAL_REDUCTION {spatial_reduction} does not divide the cost grid "
                              f"{tuple(resolution)}")
@@ -217,4 +217,5 @@ class EfficientAggregator(CATSegAggregator):
                    cost_fusion=cfg.MODEL.COST.FUSION, hidden_dim=a.HIDDEN_DIM, num_layers=a.NUM_LAYERS,
                    num_heads=a.NUM_HEADS, spatial_reduction=a.SPATIAL_REDUCTION,
                    appearance_proj_dim=a.APPEARANCE_GUIDANCE_PROJ_DIM, text_proj_dim=a.TEXT_GUIDANCE_PROJ_DIM,
-                   pooling_train=a.POOLING_SIZE_TRAIN, pooling_test=a.POOLING_SIZE_TEST)
+                   pooling_train=a.POOLING_SIZE_TRAIN, pooling_test=a.POOLING_SIZE_TEST,
+                   checkpoint_activations=a.CHECKPOINT_ACTIVATIONS)
