@@ -332,3 +332,25 @@ def test_diagnostics_hook_writes_metrics(tmp_path, monkeypatch):
     assert keys == {f"perturbation/{k}" for k in ("corr_clean", "corr_perturbed", "delta_abs", "delta_ratio",
                                                   "gt_in_mean", "non_gt_mean", "gap", "align_ratio")}
     assert all(math.isfinite(r["perturbation/gap"]) and r["perturbation/delta_abs"] > 0 for r in logged)
+
+
+# ============================================================================ cost (tools/model_stats.py)
+def test_eval_gflops_equal_catseg():
+    """The model-stats tool's eval-mode FLOP count is CAT-Seg's: the stage adds no operation."""
+    import importlib
+    import sys
+    from pathlib import Path
+    tools = str(Path(__file__).resolve().parents[1] / "tools")
+    sys.path.insert(0, tools)
+    try:
+        model_stats = importlib.import_module("model_stats")
+    finally:
+        sys.path.remove(tools)
+    piseg = tiny_model(*PISEG, seed=1)
+    catseg = _catseg_twin(piseg)
+    names = ["a", "b", "c"]
+    f_piseg = model_stats.flop_stats(piseg, (64, 64), names)
+    f_catseg = model_stats.flop_stats(catseg, (64, 64), names)
+    assert f_piseg["per_image_gflops"] > 0
+    assert f_piseg["per_image_gflops"] == f_catseg["per_image_gflops"]
+    assert f_piseg["per_image_by_part_gflops"].get("perturbation", 0) == 0

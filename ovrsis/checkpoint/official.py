@@ -68,8 +68,17 @@ CATSEG = OfficialLayout(
         (_P + r"image_vpn\.fc_variance\.(weight|bias)", r"perturbation.image.sigma.\1"),
         (_P + r"text_vpn\.mu", r"perturbation.text.mu"),
         (_P + r"text_vpn\.var", r"perturbation.text.sigma"),
+        # Pi-Seg names CAT-Seg's aggregation layer parts sptial_agg / class_agg (Decoder/Cost_Aggregation.py)
+        (_A + r"layers\.(\d+)\.sptial_agg\.block_1\.(.*)", r"aggregator.layers.\1.spatial.blocks.0.\2"),
+        (_A + r"layers\.(\d+)\.sptial_agg\.block_2\.(.*)", r"aggregator.layers.\1.spatial.blocks.1.\2"),
+        (_A + r"layers\.(\d+)\.sptial_agg\.guidance_norm\.(.*)", r"aggregator.layers.\1.spatial.guidance_norm.\2"),
+        (_A + r"layers\.(\d+)\.class_agg\.attention\.(q|k|v)\.(.*)", r"aggregator.layers.\1.classes.attn.\2.\3"),
+        (_A + r"layers\.(\d+)\.class_agg\.MLP\.(.*)", r"aggregator.layers.\1.classes.attn.mlp.\2"),
+        (_A + r"layers\.(\d+)\.class_agg\.(norm1|norm2|padding_tokens|padding_guidance)(.*)",
+         r"aggregator.layers.\1.classes.attn.\2\3"),
     ),
-    dropped=(_A + r"layers\.\d+\.swin_block\.block_\d\.attn_mask",),
+    dropped=(_A + r"layers\.\d+\.swin_block\.block_\d\.attn_mask",
+             _A + r"layers\.\d+\.sptial_agg\.block_\d\.attn_mask"),  # Pi-Seg's name
 )
 
 def _stage(name: str, part: str, target: str):
