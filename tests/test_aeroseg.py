@@ -176,6 +176,25 @@ def test_sam_guidance_shapes_at_24_48_96(sam_grid):
     torch.testing.assert_close(g96[..., ::2, ::2], F.adaptive_avg_pool2d(taps[1], 48))
 
 
+@pytest.mark.parametrize("sam_input", [1024, 384])
+def test_sam_stream_geometry_under_a_24_grid(sam_input):
+    """The built stream (tiny SAM, pre-trained for 1024²) under a 24×24 cost grid (CLIP 384/16):
+    guidance 48² and 96², features at SAM's own grid (64² or 24²), resampled to 24² for Eq. 5/13."""
+    from ovrsis.modeling.encoders.specialist import build_sam_stream
+
+    cfg = get_cfg()
+    add_ovrsis_config(cfg)
+    cfg.merge_from_list([*TINY_SAM, "MODEL.SAM.CUSTOM.PRETRAIN_SIZE", 1024, "MODEL.SAM.INPUT_SIZE", sam_input,
+                         "MODEL.DECODER.GUIDANCE_DIMS", [32, 32]])
+    stream = build_sam_stream(cfg, clip_grid=24)
+    with torch.no_grad():
+        out = stream(torch.randn(1, 3, 384, 384), torch.randn(3, 1, 64))
+    grid = sam_input // 16
+    assert out.cost is None and [tuple(g.shape) for g in out.guidance] == [(1, 32, 48, 48), (1, 32, 96, 96)]
+    assert out.features.shape == (1, 256, grid, grid) and stream.feature_dim == 256
+    assert resample_to_grid(out.features, (24, 24)).shape == (1, 256, 24, 24)
+
+
 # ----------------------------------------------------------------------------- model wiring
 @pytest.fixture(scope="module")
 def aeroseg_eval():
