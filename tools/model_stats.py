@@ -18,6 +18,7 @@ fvcore counts one fused multiply-add as one flop; element-wise ops are not count
 from __future__ import annotations
 
 import argparse
+import os
 import warnings
 from collections import Counter
 from math import prod
@@ -30,6 +31,8 @@ from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
 from _common import DEFAULT_CONFIG, add_common_args, build, dummy_vocabulary, input_size, load_cfg, write_json
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parameter_stats(model: nn.Module, depth: int = 2) -> Dict[str, Any]:
@@ -141,6 +144,18 @@ def flop_stats(model: nn.Module, size: Tuple[int, int], class_names: Sequence[st
     }
 
 
+# Total parameters of the official code's build (random weights) for released configs, shown next to ours.
+OFFICIAL_TOTALS = {
+    "configs/catseg/vitb16_384.yaml": 154_289_378,
+    "configs/catseg/vitl14_336.yaml": 433_726_946,
+    "configs/ovrs/vitb16_384.yaml": 154_312_086,
+    "configs/gsnet/vitb16_384_landdiscover.yaml": 243_988_242,
+    "configs/rsktseg/vitb16_384_dlrsd.yaml": 400_558_019,  # 5 layers (2: 398,066,243)
+    "configs/rsktseg/vitb16_384_isaid.yaml": 398_896_835,  # 3 layers
+    "configs/rsktseg/vitl14_336_isaid.yaml": 678_290_499,  # 2 layers
+}
+
+
 def _fmt(n: int) -> str:
     return f"{n:,}"
 
@@ -198,6 +213,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
           f"MODEL.CLIP.FINETUNE {cfg.MODEL.CLIP.FINETUNE}, "
           f"{'weights as configured' if args.load_weights else 'random init (counts need no weights)'}, built on CPU")
     print_parameter_table(stats)
+    official = OFFICIAL_TOTALS.get(os.path.relpath(os.path.abspath(report["config_file"]), _REPO)) if not args.opts else None
+    if official is not None:
+        report["official_total"] = official
+        print(f"official build: {_fmt(official)} parameters ({'match' if official == stats['total'] else 'MISMATCH'})")
     if args.flops:
         report["flops"] = flop_stats(model, input_size(cfg, args.input_size), dummy_vocabulary(args.num_classes))
         print_flops(report["flops"])
