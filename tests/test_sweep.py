@@ -69,6 +69,18 @@ seeds: 2
     assert sweep.labels()["MODEL.DECODER.GUIDANCE_ATTENTION"] == "guidance_attention"
 
 
+def test_x_fields_hold_yaml_anchors_that_runs_merge(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path, """
+x-small: &small {SOLVER.MAX_ITER: 5, SOLVER.IMS_PER_BATCH: 2}
+runs:
+  a: {<<: *small, SOLVER.BASE_LR: 0.1}
+  b: {<<: *small, SOLVER.MAX_ITER: 7}
+"""))
+    a, b = sweep.expand()
+    assert dict(a.overrides) == {"SOLVER.MAX_ITER": 5, "SOLVER.IMS_PER_BATCH": 2, "SOLVER.BASE_LR": 0.1}
+    assert dict(b.overrides) == {"SOLVER.MAX_ITER": 7, "SOLVER.IMS_PER_BATCH": 2}
+
+
 def test_value_formatting_and_default_names(tmp_path):
     assert [format_value(v) for v in (0.0002, 1e-05, True, [0, 1, 2, 3], "clip, dino", 5, [])] == [
         "0.0002", "1e-05", "true", "0-1-2-3", "clip-dino", "5", "none"]

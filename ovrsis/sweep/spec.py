@@ -193,6 +193,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     if not isinstance(data, dict):
         raise SweepError(f"{path}: a sweep file is a mapping of fields {list(TOP_LEVEL)}")
     where = str(path)
+    data = {k: v for k, v in data.items() if not str(k).startswith("x-")}  # x-*: YAML anchors for runs to merge
     _check_fields(data, TOP_LEVEL, where)
     if "base" not in data:
         raise SweepError(f"{where}: 'base' (the config every run starts from) is missing")
