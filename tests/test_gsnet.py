@@ -27,6 +27,7 @@ import ovrsis.modeling  # noqa: F401
 from ovrsis.checkpoint import GSNET, OVRSISCheckpointer, detect_layout
 from ovrsis.config import add_ovrsis_config
 from ovrsis.engine import Trainer, setup_cfg
+from ovrsis.errors import ConfigError
 from ovrsis.modeling.cost.fusion import ConvCostEmbedding, QueryGuidedFusion
 from ovrsis.modeling.cost.specialist import SpecialistCost
 from ovrsis.modeling.cost.volume import cosine_cost
@@ -196,7 +197,7 @@ def test_dino_checkpoint_without_matching_keys_names_the_file(tmp_path):
     torch.save({"model": {"sem_seg_head.conv.weight": torch.zeros(1)}}, path)
     with pytest.raises(ValueError, match="not_dino.pth.*no key matches"):
         tiny_dino(weights=str(path))
-    with pytest.raises(FileNotFoundError, match="MODEL.DINO.WEIGHTS"):
+    with pytest.raises(ConfigError, match="MODEL.DINO.WEIGHTS.*absent.pth.*does not exist"):
         tiny_dino(weights=str(tmp_path / "absent.pth"))
 
 
