@@ -172,6 +172,27 @@ def test_classify_decides_skip_resume_or_refuse():
     assert classify({"identity": "i", "status": "queued"}, "i", "e") == QUEUED
 
 
+def test_interrupted_run_restarts_from_scratch_or_resumes_its_checkpoint(tmp_path):
+    out = tmp_path / "out"
+    sweep = load_sweep(CI_SWEEP)
+    plan = sweep_cli.plan_runs(sweep, str(out))[0]
+    assert plan.action == NEW
+    sweep_cli.prepare(plan, sweep, resume=False)
+    run_dir = Path(plan.run_dir)
+    assert "BASE_LR: 0.001" in (run_dir / "sweep_config.yaml").read_text()
+    (run_dir / "model_0000002.pth").write_bytes(b"checkpoint")
+    write_state(plan.run_dir, {**read_state(plan.run_dir), "status": "running"})  # then the sweep was killed
+
+    plan = sweep_cli.plan_runs(sweep, str(out))[0]
+    assert plan.action == INTERRUPTED
+    sweep_cli.prepare(plan, sweep, resume=True)  # --resume: the folder and its checkpoint are kept
+    assert (run_dir / "model_0000002.pth").is_file()
+    task = RunTask(plan.run.name, plan.run_dir, plan.datasets, resume=True)
+    assert task.command()[-1] == "--resume" and task.command()[2:4] == ["_worker", plan.run_dir]
+    sweep_cli.prepare(plan, sweep, resume=False)  # default: a fresh start, nothing of the killed attempt
+    assert not (run_dir / "model_0000002.pth").exists() and read_state(plan.run_dir)["status"] == "pending"
+
+
 # ---------------------------------------------------------------------------- backends
 def _fake_python(tmp_path: Path) -> str:
     """A stand-in interpreter for the worker: writes one benchmark result and succeeds, unless the run
