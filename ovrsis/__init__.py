@@ -2,3 +2,14 @@
 from . import compat  # noqa: F401  (must run before detectron2 is imported)
 
 __version__ = "0.1.0"
+
+__all__ = ["Predictor"]
+
+
+def __getattr__(name: str):
+    """``ovrsis.Predictor`` imported on first use, so ``import ovrsis`` stays light."""
+    if name == "Predictor":
+        from .predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'ovrsis' has no attribute {name!r}")

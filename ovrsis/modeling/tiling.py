@@ -13,7 +13,9 @@ identical results.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +23,20 @@ import torch.nn.functional as F
 
 # (tiles B x 3 x h x w as given, class names) -> probabilities B x T x h' x w' (any h', w')
 TileScorer = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
+# (tiles done, tiles in the image) after each scorer batch; set by tile_progress()
+_progress: ContextVar[Callable[[int, int], None] | None] = ContextVar("ovrsis_tile_progress", default=None)
+
+
+@contextlib.contextmanager
+def tile_progress(callback: Callable[[int, int], None]) -> Iterator[None]:
+    """Within the block, :func:`tiled_probabilities` and :func:`window_average` call
+    ``callback(done, total)`` after each batch of tiles (the predictor's progress bar), whichever
+    meta-architecture calls them."""
+    token = _progress.set(callback)
+    try:
+        yield
+    finally:
+        _progress.reset(token)
 
 
 @dataclass(frozen=True)
@@ -107,4 +123,11 @@ def tiled_probabilities(
             resized = F.interpolate(tile_probs[None], size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)
             total[:, y0:y1, x0:x1] += resized[0].float().cpu()
             counts[:, y0:y1, x0:x1] += 1
+        _report(first + len(batch), len(boxes))
     return total / counts
+
+
+def _report(done: int, total: int) -> None:
+    callback = _progress.get()
+    if callback is not None:
+        callback(done, total)

@@ -1,0 +1,174 @@
+"""``Predictor``: segment one image with any vocabulary (detectron2's ``DefaultPredictor`` for ovrsis).
+
+    from ovrsis import Predictor
+    predictor = Predictor("configs/quickstart.yaml", "output/quickstart/model_final.pth", device="cpu")
+    result = predictor.predict("scene.tif", ["water", "tree, forest", "building"])
+    result.labels          # (H, W) int64 class ids in the vocabulary's order
+    result.probabilities   # (T, H, W) float32 per-class scores, on the CPU
+
+The image goes through the evaluation path exactly: the one raster reader
+(:mod:`ovrsis.data.raster`: band selection and value scaling from ``INPUT.RASTER`` or a
+:class:`~ovrsis.data.raster.RasterSettings` given per call), the test mapper's resize
+(``INPUT.MIN_SIZE_TEST``/``MAX_SIZE_TEST``; ``0`` keeps the stored resolution), then the model's
+own inference protocol (``TEST.INFERENCE_MODE`` whole / slide / tiled, or ``inference_mode=``),
+with the output resized to the image's stored size — so predictions equal what evaluation
+scores. Works with any registered meta-architecture that offers ``set_vocabulary(names)`` and
+returns ``[{"sem_seg": (T, H, W)}]`` at evaluation. The vocabulary is set only when it changes;
+text embeddings are cached per vocabulary by the encoder (``MODEL.TEXT.CACHE``).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+
+from . import modeling  # noqa: F401  (registers the meta-architectures)
+from .checkpoint import OVRSISCheckpointer
+from .data.mappers import SemanticSegmentationMapper
+from .data.raster import RasterInfo, RasterSettings, read_raster, to_rgb8
+from .data.vocabulary import VocabularySpec, load_class_names
+from .engine.setup import check_config_paths, merge_overrides, setup_cfg
+from .errors import ConfigError
+from .modeling.tiling import tile_progress
+
+logger = logging.getLogger(__name__)
+
+INFERENCE_MODES = ("whole", "slide", "tiled")
+
+
+@dataclass
+class Prediction:
+    """One image's result.
+
+    Attributes:
+        probabilities: (T, H, W) float32 CPU tensor, the model's per-class scores at the stored size.
+        labels: (H, W) int64 array, ``argmax`` over classes (as the evaluator scores it).
+        class_names: the T vocabulary entries, in id order.
+        image: (H, W, 3) uint8 RGB the model saw (before its resize), for drawing.
+        info: the file's :class:`~ovrsis.data.raster.RasterInfo` (CRS, transform, profile) or
+            ``None`` for an in-memory array.
+    """
+
+    probabilities: torch.Tensor
+    labels: np.ndarray
+    class_names: list
+    image: np.ndarray
+    info: Optional[RasterInfo] = None
+
+
+class Predictor:
+    """Build a model from a config, load weights, predict single images with any vocabulary."""
+
+    def __init__(self, config: Union[str, CfgNode], weights: Optional[str] = None, device: Optional[str] = None,
+                 inference_mode: Optional[str] = None, opts: Sequence[str] = ()) -> None:
+        """
+        Args:
+            config: a YAML config path or a config node (cloned, never modified).
+            weights: checkpoint to load (strictly, ``MODEL.WEIGHTS_STRICT``); default ``MODEL.WEIGHTS``.
+                Without any, the model is randomly initialised and a warning says so.
+            device: ``cpu`` / ``cuda`` / ``cuda:1``; default ``MODEL.DEVICE``.
+            inference_mode: ``whole`` | ``slide`` | ``tiled`` overriding ``TEST.INFERENCE_MODE``.
+            opts: further ``KEY VALUE`` config overrides.
+
+        Raises:
+            ConfigError: a missing config or weights file, an unknown key, a bad inference mode.
+            CheckpointError: weights that do not fit the model.
+        """
+        overrides = list(opts)
+        if weights is not None:
+            overrides += ["MODEL.WEIGHTS", weights]
+        if device is not None:
+            overrides += ["MODEL.DEVICE", device]
+        if inference_mode is not None:
+            if inference_mode not in INFERENCE_MODES:
+                raise ConfigError(f"inference mode must be one of {INFERENCE_MODES}, got {inference_mode!r}")
+            overrides += ["TEST.INFERENCE_MODE", inference_mode]
+        if isinstance(config, CfgNode):
+            cfg = config.clone()
+            cfg.defrost()
+            merge_overrides(cfg, overrides)
+            if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+                raise ConfigError("MODEL.DEVICE is cuda but no GPU is visible; pass device='cpu'")
+            check_config_paths(cfg)
+            cfg.freeze()
+        else:
+            cfg = setup_cfg(config, overrides)
+        self.cfg = cfg
+        self.model = build_model(cfg).eval()
+        if cfg.MODEL.WEIGHTS:
+            OVRSISCheckpointer.from_config(cfg, self.model, save_dir="").load(cfg.MODEL.WEIGHTS)
+        else:
+            logger.warning("Predictor: no weights (MODEL.WEIGHTS is empty): the model is randomly initialised")
+        mapper = SemanticSegmentationMapper(cfg, is_train=False)
+        self.resize = mapper.augmentations  # the test mapper's ResizeShortestEdge
+        self.image_format = mapper.image_format
+        self.raster = RasterSettings.from_config(cfg.INPUT.RASTER)
+        self._vocabulary: Optional[tuple] = None
+
+    @property
+    def inference_mode(self) -> str:
+        return self.cfg.TEST.INFERENCE_MODE
+
+    def set_vocabulary(self, class_names: VocabularySpec) -> list:
+        """Check the names (one rule: :func:`~ovrsis.data.vocabulary.load_class_names`; a list
+        or a ``.txt``/``.json`` path) and hand them to the model if they changed. Returns them."""
+        names = load_class_names(class_names, "class names")
+        if tuple(names) != self._vocabulary:
+            self.model.set_vocabulary(names)
+            self._vocabulary = tuple(names)
+        return names
+
+    def read_image(self, path: str, raster: Optional[RasterSettings] = None) -> tuple:
+        """``(rgb uint8 (H, W, 3), RasterInfo)`` of a file through the one raster path."""
+        array, info = read_raster(path)
+        return to_rgb8(array, info, raster or self.raster), info
+
+    @torch.no_grad()
+    def predict(self, image: Union[str, np.ndarray], class_names: VocabularySpec,
+                raster: Optional[RasterSettings] = None, progress: Optional[Any] = None) -> Prediction:
+        """Segment one image.
+
+        Args:
+            image: a file path (any raster format; bands and scaling per ``raster``) or an array
+                (H, W, C): uint8 RGB as is, other dtypes / band counts through ``raster``.
+            class_names: the vocabulary (list, or a ``.txt``/``.json`` path); entries may hold
+                comma-separated sub-prompts.
+            raster: band selection and scaling, default ``INPUT.RASTER`` of the config.
+            progress: optional ``callback(done, total)`` called after each batch of tiles of the
+                tiled protocols (e.g. a tqdm bar's updater).
+
+        Returns:
+            :class:`Prediction` at the image's stored size.
+
+        Raises:
+            RasterError: an unreadable image or one needing a band/scaling choice.
+            ConfigError: a bad vocabulary.
+        """
+        names = self.set_vocabulary(class_names)
+        if isinstance(image, np.ndarray):
+            array = image if image.ndim == 3 else image[:, :, None]
+            info = RasterInfo("<array>", array.shape[0], array.shape[1], array.shape[2], str(array.dtype))
+            rgb = to_rgb8(array, info, raster or self.raster)
+            info = None
+        else:
+            rgb, info = self.read_image(str(image), raster)
+        height, width = rgb.shape[:2]
+        model_image = rgb[:, :, ::-1] if self.image_format == "BGR" else rgb
+        aug_input = T.AugInput(np.ascontiguousarray(model_image))
+        self.resize(aug_input)
+        tensor = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        with tile_progress(progress) if progress is not None else contextlib.nullcontext():
+            output = self.model([{"image": tensor, "height": height, "width": width}])[0]["sem_seg"]
+        probabilities = output.float().cpu()
+        if probabilities.shape != (len(names), height, width):
+            raise RuntimeError(f"{type(self.model).__name__} returned sem_seg {tuple(probabilities.shape)}, "
+                               f"expected {(len(names), height, width)}")
+        labels = probabilities.argmax(dim=0).numpy().astype(np.int64)
+        return Prediction(probabilities, labels, names, rgb, info)
