@@ -64,7 +64,6 @@ class Run:
     row: str  # the table row (the name without the seed)
     seed: int
     overrides: tuple[tuple[str, Any], ...]  # sweep-wide, then the named run's, then the axes' values
-    swept: tuple[tuple[str, Any], ...]  # the keys that vary across rows (named runs' keys and axes), in order
 
 
 @dataclass
@@ -98,16 +97,14 @@ class Sweep:
         grid = list(itertools.product(*[[(a, v) for v in a.values] for a in self.grid]))
         zips = list(itertools.product(*[list(zip(*[[(a, v) for v in a.values] for a in group]))
                                         for group in self.zips]))
-        varying = _varying_keys(self.runs, self.axes)
         runs: list[Run] = []
         for (run_name, run_overrides), grid_point, zip_point in itertools.product(named, grid, zips):
             point = [*grid_point, *(pair for group in zip_point for pair in group)]
             parts = ([run_name] if run_name else []) + [f"{a.label}={format_value(v)}" for a, v in point]
             row = SEPARATOR.join(parts) or "base"
             overrides = {**self.overrides, **run_overrides, **{a.key: v for a, v in point}}
-            swept = tuple((k, overrides[k]) for k in varying if k in overrides)
             for seed in self.seeds or (default_seed,):
-                runs.append(Run(f"{row}{SEPARATOR}seed{seed}", row, seed, tuple(overrides.items()), swept))
+                runs.append(Run(f"{row}{SEPARATOR}seed{seed}", row, seed, tuple(overrides.items())))
         names = [r.name for r in runs]
         clashes = sorted({n for n in names if names.count(n) > 1})
         if clashes:
