@@ -16,11 +16,13 @@ sys.path.insert(0, str(REPO / "eval_scripts"))
 
 import sweep as sweep_cli  # noqa: E402  (eval_scripts/sweep.py)
 
-from ovrsis.sweep.execute import RunLock, RunTask, gpu_slots, parse_minutes, run_local, slurm_parameters  # noqa: E402
+from ovrsis.sweep.execute import (RunLock, RunTask, _submitit_rendezvous, gpu_slots,  # noqa: E402
+                                  parse_minutes, run_local, slurm_parameters)
 from ovrsis.sweep.spec import SweepError, format_value, load_sweep  # noqa: E402
 from ovrsis.sweep.state import (CHANGED, EVALUATE, FAILED, FINISHED, INTERRUPTED, NEW, QUEUED,  # noqa: E402
                                 classify, read_state, write_state)
 from ovrsis.sweep.table import RowResult, mean_std, run_cells, to_csv, to_markdown  # noqa: E402
+from ovrsis.sweep.worker import benchmark_argv  # noqa: E402
 
 CI_SWEEP = REPO / "configs" / "sweeps" / "synthetic_ci.yaml"
 
@@ -239,6 +241,31 @@ def test_local_backend_gives_each_parallel_run_its_own_gpus_and_skips_locked_run
     seen = [(tmp_path / f"r{i}" / "gpus.txt").read_text().strip() for i in range(3)]
     assert set(seen) <= {"0,1", "2,3"} and len(set(seen)) == 2  # two slots, both used, never mixed
     assert not (tmp_path / "r3" / "gpus.txt").exists()
+
+
+def test_eval_mode_scores_given_weights_without_training(tmp_path):
+    with pytest.raises(SweepError, match="mode eval evaluates given weights: set MODEL.WEIGHTS"):
+        sweep_cli.main([str(write_sweep(tmp_path, "mode: eval\n")), "--dry-run"])
+    plan = {"mode": "eval", "row": "r", "suite": None, "datasets": ["a", "b"], "protocol": "P-B"}
+    argv = benchmark_argv(plan, "/runs/r")
+    assert argv[argv.index("--datasets") + 1:argv.index("--datasets") + 3] == ["a", "b"]
+    assert "MODEL.WEIGHTS" not in argv and argv[argv.index("--protocol") + 1] == "P-B"  # the config's weights
+    train = benchmark_argv({**plan, "mode": "train", "suite": "v2"}, "/runs/r")
+    assert train[-2:] == ["MODEL.WEIGHTS", "/runs/r/model_final.pth"] and "--datasets" not in train
+
+
+def test_multi_node_rendezvous_from_the_submitit_environment(monkeypatch):
+    import submitit
+
+    class Env:
+        job_id, node, hostnames = "4321_2", 1, ["gpu-a", "gpu-b"]
+
+    monkeypatch.setattr(submitit, "JobEnvironment", Env)
+    assert _submitit_rendezvous() == (1, "tcp://gpu-a:24321")
+    task = RunTask("r", "/runs/r", ("d",), num_gpus=8, num_machines=2)
+    cmd = task.command(1, "tcp://gpu-a:24321")
+    assert cmd[cmd.index("--num-gpus") + 1] == "8" and cmd[cmd.index("--num-machines") + 1] == "2"
+    assert cmd[cmd.index("--machine-rank") + 1] == "1"
 
 
 def test_gpu_subsets_and_slurm_parameters():
