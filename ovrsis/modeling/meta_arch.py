@@ -112,7 +112,7 @@ class CostAggregationSegmentor(nn.Module):
             guidance_layers=m.CLIP.GUIDANCE_LAYERS, dense_last_block=m.CLIP.DENSE_LAST_BLOCK,
             checkpoint_activations=m.CLIP.CHECKPOINT_ACTIVATIONS,
             templates=m.TEXT.TEMPLATES, synonyms=m.TEXT.SYNONYMS, cache_text=m.TEXT.CACHE,
-            allow_download=m.CLIP.ALLOW_DOWNLOAD)
+            allow_download=m.CLIP.ALLOW_DOWNLOAD, pos_embed_resize=m.CLIP.POS_EMBED_RESIZE)
         resolution = (clip.grid_size, clip.grid_size)
         if len(m.CLIP.GUIDANCE_LAYERS) != len(m.DECODER.GUIDANCE_DIMS):
             raise ValueError("MODEL.CLIP.GUIDANCE_LAYERS and MODEL.DECODER.GUIDANCE_DIMS must have equal length")

@@ -84,6 +84,49 @@ def _footprint(start: int, size: int, length: int, out_length: int) -> tuple[int
     return begin, min(end, out_length)
 
 
+def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
+    """(C, H, W) image bilinearly resized (float) so its long side is ``long_side``, aspect kept;
+    0 or an image already that size is returned unchanged. Sizes round as mmcv's
+    ``rescale_size`` does (``int(side · scale + 0.5)``), as SegEarth-OV's ``Resize(keep_ratio)``."""
+    if not long_side or max(image.shape[-2:]) == long_side:
+        return image
+    scale = long_side / max(image.shape[-2:])
+    size = [max(1, int(s * scale + 0.5)) for s in image.shape[-2:]]
+    return F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+
+
+@torch.no_grad()
+def window_average(image: torch.Tensor, score: TileScorer, class_names: Sequence[str],
+                   settings: TilingSettings) -> torch.Tensor:
+    """Scores (K, h, w) of the long-side-resized image: windows of ``settings.tile`` every
+    ``settings.stride`` (last one aligned to the border, as :func:`tile_starts`), ``settings.batch``
+    windows per ``score`` call, each window's (N, K, th, tw) scores summed into its footprint and
+    divided by the window count — mmseg's ``slide_inference`` (SegEarth-OV P-C). Unlike
+    :func:`tiled_probabilities` the average is taken at the window scale and left unresized.
+    Accumulated on the image's device in float32.
+    """
+    image = resize_long_side(image, settings.long_side)
+    height, width = image.shape[-2:]
+    th, tw = min(settings.tile, height), min(settings.tile, width)
+    boxes = [(y, x) for y in tile_starts(height, settings.tile, settings.stride)
+             for x in tile_starts(width, settings.tile, settings.stride)]
+    total = counts = None
+    for first in range(0, len(boxes), settings.batch):
+        batch = boxes[first:first + settings.batch]
+        tiles = torch.stack([image[:, y:y + th, x:x + tw] for y, x in batch])
+        scores = score(tiles, class_names)
+        if tuple(scores.shape[-2:]) != (th, tw):
+            raise ValueError(f"window scorer returned {tuple(scores.shape[-2:])} for windows of {(th, tw)}")
+        if total is None:
+            total = scores.new_zeros(scores.shape[1], height, width, dtype=torch.float32)
+            counts = scores.new_zeros(1, height, width, dtype=torch.float32)
+        for (y, x), window in zip(batch, scores):
+            total[:, y:y + th, x:x + tw] += window.float()
+            counts[:, y:y + th, x:x + tw] += 1
+        _report(first + len(batch), len(boxes))
+    return total / counts
+
+
 @torch.no_grad()
 def tiled_probabilities(
     image: torch.Tensor,
@@ -99,10 +142,7 @@ def tiled_probabilities(
     chunks are scored independently; for models whose classes interact (CAT-Seg's class
     aggregation) chunking therefore changes the result, and it is off by default.
     """
-    if settings.long_side and max(image.shape[-2:]) != settings.long_side:
-        scale = settings.long_side / max(image.shape[-2:])
-        size = [max(1, round(s * scale)) for s in image.shape[-2:]]
-        image = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+    image = resize_long_side(image, settings.long_side)
     height, width = image.shape[-2:]
     out_h, out_w = output_size
     th, tw = min(settings.tile, height), min(settings.tile, width)

@@ -204,7 +204,42 @@ PISEG_RECORDS = [
                   notes=("training set not stated; V2 (OVRSIS95K) suggested [derived]",)),
 ]
 
+SEGEARTH = "SegEarth-OV"
+
+
+def _segearth(key: str, title: str, split: str, names: tuple[str, ...], prompts: tuple[str, ...],
+              background: str, note: str) -> DatasetRecord:
+    """SegEarth-OV's evaluation splits as its mmseg converters leave them (methods-part2.md §S.1),
+    rewritten by ``prepare_segearth.py`` with reduce_zero_label applied where the reference does."""
+    return DatasetRecord(
+        f"segearth_{key}_{split}", SEGEARTH, title, split, f"SegEarth/{title}/images", f"SegEarth/{title}/masks",
+        names, f"python datasets/prepare_segearth.py --dataset segearth_{key}_{split} --raw <SegEarth-OV data/>",
+        prompts=prompts, background=background, protocol="P-C", notes=(note,))
+
+
+SEGEARTH_RECORDS = [
+    _segearth("openearthmap", "OpenEarthMap", "val", C.SEGEARTH_OEM_CLASSES, C.SEGEARTH_OEM_PROMPTS,
+              "raw 'unknown' (0) is the evaluated class 'background'", "OEM val without the xBD images [code]"),
+    _segearth("loveda", "LoveDA", "val", C.SEGEARTH_LOVEDA_CLASSES, C.SEGEARTH_LOVEDA_PROMPTS,
+              "reduce_zero_label: no-data (0) -> 255; 'background' (raw 1) evaluated", "LoveDA val [code]"),
+    _segearth("isaid", "iSAID", "val", ("background",) + C.ISAID_CLASSES, C.SEGEARTH_ISAID_PROMPTS,
+              "'background' (id 0) is an evaluated class (16 classes)",
+              "mmseg converter: 896x896 patches, overlap 384 -> 11,644 images [code]"),
+    _segearth("potsdam", "Potsdam", "val", C.SEGEARTH_ISPRS_CLASSES, C.SEGEARTH_POTSDAM_PROMPTS,
+              "reduce_zero_label: boundary (0) -> 255; clutter evaluated", "mmseg converter: 2,016 val images [code]"),
+    _segearth("vaihingen", "Vaihingen", "val", C.SEGEARTH_ISPRS_CLASSES, C.SEGEARTH_VAIHINGEN_PROMPTS,
+              "reduce_zero_label: boundary (0) -> 255; clutter evaluated",
+              "mmseg converter: 398 val images; its class file differs from the paper's Table 7 [code]"),
+    _segearth("uavid", "UAVid", "test", C.SEGEARTH_UAVID_CLASSES, C.SEGEARTH_UAVID_CLASSES,
+              "'background' is an evaluated class; 255 ignored", "SegEarth-OV converter: 1280x1080 patches [code]"),
+    _segearth("udd5", "UDD5", "val", C.SEGEARTH_UDD5_CLASSES, C.SEGEARTH_UDD5_CLASSES,
+              "'background' (id 4) is an evaluated class", "UDD5 val [code]"),
+    _segearth("vdd", "VDD", "test", C.SEGEARTH_VDD_CLASSES, C.SEGEARTH_VDD_CLASSES,
+              "'background' (id 0) is an evaluated class", "VDD test [code]"),
+]
+
 ALL_RECORDS: tuple[DatasetRecord, ...] = tuple(
-    V1_RECORDS + V2_RECORDS + GSNET_RECORDS + DOWNSTREAM_RECORDS + AEROSEG_RECORDS + PISEG_RECORDS)
+    V1_RECORDS + V2_RECORDS + GSNET_RECORDS + DOWNSTREAM_RECORDS + AEROSEG_RECORDS + PISEG_RECORDS
+    + SEGEARTH_RECORDS)
 RECORDS: dict[str, DatasetRecord] = {record.name: record for record in ALL_RECORDS}
 assert len(RECORDS) == len(ALL_RECORDS), "duplicate dataset record names"

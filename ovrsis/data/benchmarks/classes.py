@@ -148,3 +148,21 @@ AEROSEG_OEM_UNSEEN = ("developed space", "tree", "water", "agriculture land")
 # §7.2 Pi-Seg UAVid (V2 names): background clutter is neither seen nor unseen.
 PISEG_UAVID_SEEN = ("Building", "Road", "Tree")
 PISEG_UAVID_UNSEEN = ("Low vegetation", "Car", "Human")
+
+# methods-part2.md §S.1 SegEarth-OV evaluation sets: label ids as its mmseg converters (and
+# reduce_zero_label) leave them, and the lines of its class files (',' = sub-prompts, max rule).
+SEGEARTH_OEM_CLASSES = ("background", "bareland", "grass", "pavement", "road", "tree", "water", "cropland",
+                        "building")
+SEGEARTH_OEM_PROMPTS = ("background", "bareland,barren", "grass", "pavement", "road", "tree,forest", "water,river",
+                        "cropland", "building,roof,house")
+SEGEARTH_LOVEDA_CLASSES = ("background", "building", "road", "water", "barren", "forest", "agricultural")
+SEGEARTH_LOVEDA_PROMPTS = ("background", "building,roof,house", "road", "water", "barren", "forest", "agricultural")
+SEGEARTH_ISAID_PROMPTS = ("background", "ship", "store tank", "baseball diamond", "tennis court", "basketball court",
+                          "ground track field", "bridge", "large vehicle", "small vehicle", "helicopter",
+                          "swimming pool", "roundabout", "soccer ball field", "plane", "harbor")
+SEGEARTH_ISPRS_CLASSES = ("impervious surface", "building", "low vegetation", "tree", "car", "clutter")
+SEGEARTH_POTSDAM_PROMPTS = ("road,parking lot", "building", "low vegetation", "tree", "car", "clutter,background")
+SEGEARTH_VAIHINGEN_PROMPTS = SEGEARTH_ISPRS_CLASSES
+SEGEARTH_UAVID_CLASSES = ("background", "building", "road", "car", "tree", "vegetation", "human")
+SEGEARTH_UDD5_CLASSES = ("vegetation", "building", "road", "vehicle", "background")
+SEGEARTH_VDD_CLASSES = ("background", "facade", "road", "vegetation", "vehicle", "roof", "water")

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dino import POS_EMBED_RESIZE, resize_pos_embed
 from ..checkpointing import checkpointed
 
 logger = logging.getLogger(__name__)
@@ -60,14 +61,21 @@ class SplitQKVAttention(nn.Module):
             new.out_proj.load_state_dict(mha.out_proj.state_dict())
         return new
 
-    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x: (N, L, D) → (N, L, D)."""
+    def heads(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-head q, k, v of x (N, L, D), each (N, heads, L, D / heads), biases included
+        (unscaled; the training-free last blocks combine them in their own ways)."""
         n, length, d = x.shape
         bq, bk, bv = self.in_proj_bias.chunk(3)
         shape = (n, length, self.num_heads, d // self.num_heads)
         q = F.linear(x, self.q_proj_weight, bq).view(shape).transpose(1, 2)
         k = F.linear(x, self.k_proj_weight, bk).view(shape).transpose(1, 2)
         v = F.linear(x, self.v_proj_weight, bv).view(shape).transpose(1, 2)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (N, L, D) → (N, L, D)."""
+        n, length, d = x.shape
+        q, k, v = self.heads(x)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.out_proj(out.transpose(1, 2).reshape(n, length, d))
 
@@ -151,6 +159,7 @@ class CLIPEncoder(nn.Module):
         synonyms: str = "first",
         cache_text: bool = True,
         allow_download: bool = False,
+        pos_embed_resize: str = "size",
         checkpoint_activations: bool = False,
     ) -> None:
         super().__init__()
@@ -158,6 +167,8 @@ class CLIPEncoder(nn.Module):
 
         if finetune not in FINETUNE_MODES:
             raise ValueError(f"MODEL.CLIP.FINETUNE must be one of {FINETUNE_MODES}, got {finetune!r}")
+        if pos_embed_resize not in POS_EMBED_RESIZE:
+            raise ValueError(f"MODEL.CLIP.POS_EMBED_RESIZE must be one of {POS_EMBED_RESIZE}, got {pos_embed_resize!r}")
         if not templates:
             raise ValueError("MODEL.TEXT.TEMPLATES is empty: at least one prompt template is needed")
         for template in templates:
@@ -193,6 +204,7 @@ class CLIPEncoder(nn.Module):
         if any(i < 0 or i >= num_blocks - 1 for i in self.guidance_layers):
             raise ValueError(f"guidance layers {self.guidance_layers} out of range for {num_blocks} blocks")
         self.dense_last_block = dense_last_block
+        self.pos_embed_resize = pos_embed_resize
         # recompute block activations in the backward pass (both towers; same results, less memory)
         self.checkpoint_activations = bool(checkpoint_activations)
         self.templates = list(templates)
@@ -242,24 +254,50 @@ class CLIPEncoder(nn.Module):
                 param.requires_grad_(False)
 
     # ------------------------------------------------------------------ image tower
-    def _pos_embed(self, grid: int) -> torch.Tensor:
-        """Positional embedding for a grid×grid input; bicubic resize computed once per
-        resolution and weight version (the official code redoes it every forward)."""
+    def _pos_embed(self, grid: "int | Tuple[int, int]") -> torch.Tensor:
+        """Positional embedding (1 + gh·gw, width) for a grid (g or (gh, gw)); bicubic resize
+        (``pos_embed_resize``: to the grid size, or the official fixed-factor rule of
+        ``dino.resize_pos_embed``) computed once per resolution and weight version (the
+        official code redoes it every forward)."""
         pos = self.visual.positional_embedding
+        gh, gw = (grid, grid) if isinstance(grid, int) else (int(grid[0]), int(grid[1]))
         native = math.isqrt(int(pos.shape[0]) - 1)
-        if grid == native:
+        if (gh, gw) == (native, native):
             return pos
-        key = (grid, pos.device, pos.dtype, pos._version, pos.data_ptr())
+        key = (gh, gw, self.pos_embed_resize, pos.device, pos.dtype, pos._version, pos.data_ptr())
         if pos.requires_grad and torch.is_grad_enabled():
             key = None  # trainable: must stay in the autograd graph
         if key is not None and key in self._pos_cache:
             return self._pos_cache[key]
-        patch = pos[1:].reshape(1, native, native, -1).permute(0, 3, 1, 2)
-        patch = F.interpolate(patch, size=(grid, grid), mode="bicubic", align_corners=False)
-        resized = torch.cat([pos[:1], patch.squeeze(0).reshape(patch.shape[1], -1).T], 0)
+        resized = resize_pos_embed(pos[None], (gh, gw), self.pos_embed_resize)[0]
         if key is not None:
             self._pos_cache = {key: resized.detach()}
         return resized
+
+    def embed_patches(self, images: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Token sequence entering block 0: CLIP-normalised images (B, 3, H, W), H and W
+        multiples of the patch size → (B, 1 + gh·gw, width) with the CLS token first, and the
+        grid (gh, gw)."""
+        v = self.visual
+        b = images.shape[0]
+        x = v.conv1(images)
+        grid = (int(x.shape[-2]), int(x.shape[-1]))
+        x = x.flatten(2).transpose(1, 2)
+        cls = v.class_embedding.to(x.dtype).expand(b, 1, -1)
+        x = torch.cat([cls, x], dim=1) + self._pos_embed(grid).to(x.dtype)
+        return v.ln_pre(x), grid
+
+    def last_block_input(self, images: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Residual stream entering the last image block, (B, 1 + gh·gw, width), and the grid:
+        every block but the last run unchanged (for last-block variants built outside)."""
+        x, grid = self.embed_patches(images)
+        for block in self.visual.transformer.resblocks[:-1]:
+            x = _run_block(block, x)
+        return x, grid
+
+    def project_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """ln_post then proj on every token: (B, L, width) → (B, L, C) in the text space."""
+        return self.visual.ln_post(x) @ self.visual.proj
 
     def encode_image(self, images: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Dense CLIP features of CLIP-normalised images (B, 3, S, S).
@@ -270,12 +308,7 @@ class CLIPEncoder(nn.Module):
         """
         v = self.visual
         b = images.shape[0]
-        x = v.conv1(images)
-        grid = x.shape[-1]
-        x = x.flatten(2).transpose(1, 2)
-        cls = v.class_embedding.to(x.dtype).expand(b, 1, -1)
-        x = torch.cat([cls, x], dim=1) + self._pos_embed(grid).to(x.dtype)
-        x = v.ln_pre(x)
+        x, (grid, _) = self.embed_patches(images)
         taps = []
         blocks = v.transformer.resblocks
         for i, block in enumerate(blocks):
