@@ -18,6 +18,7 @@ import sweep as sweep_cli  # noqa: E402  (eval_scripts/sweep.py)
 
 from ovrsis.sweep.execute import (RunLock, RunTask, _submitit_rendezvous, gpu_slots,  # noqa: E402
                                   parse_minutes, run_local, slurm_parameters)
+from ovrsis.sweep import resolve  # noqa: E402
 from ovrsis.sweep.spec import SweepError, format_value, load_sweep  # noqa: E402
 from ovrsis.sweep.state import (CHANGED, EVALUATE, FAILED, FINISHED, INTERRUPTED, NEW, QUEUED,  # noqa: E402
                                 classify, read_state, write_state)
@@ -81,6 +82,18 @@ runs:
     a, b = sweep.expand()
     assert dict(a.overrides) == {"SOLVER.MAX_ITER": 5, "SOLVER.IMS_PER_BATCH": 2, "SOLVER.BASE_LR": 0.1}
     assert dict(b.overrides) == {"SOLVER.MAX_ITER": 7, "SOLVER.IMS_PER_BATCH": 2}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweeps_name_only_existing_keys_with_fitting_values(path, tmp_path):
+    """Every shipped sweep expands and resolves (keys exist, values fit); the model-build checks run in
+    ``sweep.py --dry-run`` (seconds per row for the full-size models, so not here)."""
+    sweep = load_sweep(path)
+    base = resolve.base_config(sweep)
+    runs = sweep.expand(int(base.SEED))
+    assert runs and len({r.name for r in runs}) == len(runs)
+    for run in runs:
+        resolve.resolve_config(sweep, run, str(tmp_path / run.name), base)
 
 
 def test_value_formatting_and_default_names(tmp_path):
