@@ -220,6 +220,26 @@ def test_text_noise_is_shared_by_the_batch():
         assert not torch.allclose(logits[0], logits[1])
 
 
+def test_aggregator_gets_clean_appearance_and_perturbed_text():
+    """In training the appearance guidance is the clean CLIP map and the class guidance the
+    perturbed, not re-normalised text (official P.2)."""
+    model = tiny_model(*PISEG, seed=1, train=True)
+    seen = {}
+    handle = model.aggregator.register_forward_pre_hook(lambda m, args: seen.update(appearance=args[1], text=args[2]))
+    clip_in = model._to_clip_input(torch.stack([model._normalize(x["image"]) for x in batch()]))
+    with torch.no_grad():
+        model.predict_logits(clip_in, CLASSES)
+        clean = model.clip.encode_image(clip_in)[0]
+        clean_text = model.clip.encode_text(CLASSES)
+    handle.remove()
+    assert torch.equal(seen["appearance"], clean)
+    assert seen["text"].shape == (2, len(CLASSES), 1, clean_text.shape[-1])
+    assert torch.equal(seen["text"][0], seen["text"][1])  # one draw for the batch
+    norms = seen["text"].norm(dim=-1)
+    assert not torch.allclose(norms, torch.ones_like(norms), atol=1e-3)  # perturbed, not re-normalised
+    assert torch.allclose(clean_text.norm(dim=-1), torch.ones(len(CLASSES), 1), atol=1e-5)
+
+
 def test_guidance_stays_clean_and_image_spm_inputs_are_detached():
     stage = PerturbationStage(TextSPM(8), ImageSPM(8)).train()
     dense = torch.randn(2, 8, 3, 3, requires_grad=True)
