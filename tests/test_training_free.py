@@ -328,3 +328,31 @@ def test_simfeatup_training_loss_falls_and_checkpoint_loads(tmp_path):
     steps = script.train(str(folder), str(out), opts=TINY[:6] + ["MODEL.DEVICE", "cpu"], steps=1, batch=2, size=32, workers=0)
     assert len(steps) == 1
     assert load_simfeatup_checkpoint(SimFeatUp(64, steps=3), str(out))
+
+
+# methods-part2.md §S.1: dataset → (class file, prob_thd, bg_idx, λ) of SegEarth-OV's configs
+OFFICIAL_SETTINGS = {
+    "openearthmap": ("cls_openearthmap", 0.1, 0, 0.3), "loveda": ("cls_loveda", 0.3, 0, 0.3),
+    "isaid": ("cls_isaid", 0.4, 0, 0.3), "potsdam": ("cls_potsdam", 0.1, 5, 0.3),
+    "vaihingen": ("cls_vaihingen", 0.1, 5, 0.3), "uavid": ("cls_uavid", 0.3, 0, 0.3),
+    "udd5": ("cls_udd5", 0.4, 4, 0.3), "vdd": ("cls_vdd", 0.3, 0, 0.3),
+    "whu_aerial": ("cls_building", 0.6, 0, 0.3), "whu_sat2": ("cls_building", 0.7, 0, 0.3),
+    "inria": ("cls_building", 0.6, 0, 0.3), "xbd_pre": ("cls_building", 0.0, 0, 0.0),
+    "chn6cug": ("cls_road", 0.8, 0, 0.3), "deepglobe_road": ("cls_road", 0.7, 0, 0.3),
+    "massachusetts_road": ("cls_road", 0.7, 0, 0.3), "spacenet_road": ("cls_road", 0.7, 0, 0.3),
+    "wbssi": ("cls_water", 0.6, 0, 0.3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_SETTINGS))
+def test_dataset_configs_hold_the_official_settings(name):
+    from ovrsis.data.benchmarks import RECORDS
+    from ovrsis.data.vocabulary import load_class_names
+    class_file, thd, bg, lam = OFFICIAL_SETTINGS[name]
+    cfg = setup_cfg(str(REPO / f"configs/segearth_ov/{name}.yaml"), [])
+    t = cfg.MODEL.TRAINING_FREE
+    assert (t.PROB_THD, t.BG_IDX, t.BIAS_LAMBDA) == (thd, bg, lam)
+    record = RECORDS[cfg.DATASETS.TEST[0]]
+    lines = load_class_names(str(REPO / f"configs/segearth_ov/classes/{class_file}.txt"))
+    assert list(record.prompt_classes) == lines  # the record prompts exactly the class file's lines
+    assert record.protocol == "P-C" or record.foreground

@@ -6,7 +6,7 @@ from .encoders.clip import CLIPEncoder
 from .encoders.dino import DINOEncoder
 from .meta_arch import CostAggregationSegmentor
 from .registry import AGGREGATOR_REGISTRY, DECODER_REGISTRY
-from ..training_free import TrainingFreeSegmentor  # noqa: E402  (registers the training-free meta-architecture)
+from ..training_free import segmentor as _training_free  # noqa: F401  (registers TrainingFreeSegmentor)
 
 __all__ = [
     "AGGREGATOR_REGISTRY", "DECODER_REGISTRY", "CATSegAggregator", "CLIPEncoder", "EfficientAggregator", "CostAggregationSegmentor",
