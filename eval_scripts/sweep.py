@@ -8,7 +8,7 @@
         --partition gpu --time 3-00:00:00 --gpus-per-node 4 --nodes 1         # one Slurm job per run
     python eval_scripts/sweep.py configs/sweeps/synthetic.yaml --table-only    # table from finished runs
 
-The sweep file format is in configs/sweeps/README.md. Every run is validated before any runs
+The sweep file format is in configs/sweeps/README.md. Every run is validated before anything runs
 (unknown key, value of the wrong type, a model that cannot be built, unknown dataset, suite or
 protocol: the error names the key). Each run trains through train_net.py's code path and is
 scored by eval_scripts/run_benchmark.py, in ``<output>/<run>/`` (resolved config

@@ -217,10 +217,13 @@ def parse_minutes(value: Any) -> int:
         return value
     text = str(value).strip()
     days = 0
-    if "-" in text:
-        day_text, text = text.split("-", 1)
-        days = int(day_text)
-    parts = [int(p) for p in text.split(":")] if text else []
+    try:
+        if "-" in text:
+            day_text, text = text.split("-", 1)
+            days = int(day_text)
+        parts = [int(p) for p in text.split(":")] if text else []
+    except ValueError:
+        parts = []
     if not parts or len(parts) > 3 or any(p < 0 for p in parts):
         raise ValueError(f"time {value!r}: give minutes, H:MM:SS or D-HH:MM:SS")
     if len(parts) == 1 and not days:
