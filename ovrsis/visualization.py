@@ -104,7 +104,7 @@ def figure_with_legend(images: Sequence[np.ndarray], titles: Sequence[str], clas
         raise ValueError(f"{len(images)} images but {len(titles)} titles")
     columns = columns or max(len(images), 1)
     rows = max(1, -(-len(images) // columns))
-    ncol = min(max(columns * 2, 2), 6)
+    ncol = max(1, min(len(class_names), 3 * columns, 8))
     legend_rows = -(-len(class_names) // ncol) if class_names else 0
     fig = Figure(figsize=(tile_inches * columns, tile_inches * rows + 0.25 * legend_rows + 0.3), layout="constrained")
     FigureCanvasAgg(fig)

@@ -350,3 +350,18 @@ def test_visualization_helpers():
     assert vis.heatmap(np.array([[0.0, 1.0]])).shape == (1, 2, 3)
     with pytest.raises(ValueError, match="does not match"):
         vis.confusion_figure(np.zeros((2, 3)), ["a", "b"])
+
+
+def test_predictor_drives_the_training_free_segmentor(tmp_path):
+    """Any meta-architecture with set_vocabulary/forward: SegEarth-OV's, tiny and random, with its
+    sliding window reporting progress through the same hook."""
+    opts = ["MODEL.CLIP.ARCH", "ovrsis-tiny-vit", "MODEL.CLIP.PRETRAINED", "", "MODEL.CLIP.IMAGE_SIZE", "64",
+            "MODEL.TRAINING_FREE.SIMFEATUP_WEIGHTS", "", "TEST.TILED.TILE", "32", "TEST.TILED.STRIDE", "16",
+            "TEST.TILED.LONG_SIDE", "64"]
+    predictor = ovrsis.Predictor(str(REPO / "configs" / "segearth_ov" / "base.yaml"), device="cpu", opts=opts)
+    assert type(predictor.model).__name__ == "TrainingFreeSegmentor"
+    calls = []
+    result = predictor.predict(_rgb(40, 48), ["water", "tree, forest", "building"],
+                               progress=lambda done, total: calls.append((done, total)))
+    assert result.probabilities.shape == (3, 40, 48) and result.labels.shape == (40, 48)
+    assert calls and calls[-1][0] == calls[-1][1]
