@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import torch
+from detectron2.config import CfgNode
 from torch import nn
 
 from .image_spm import ImageSPM
@@ -66,8 +67,12 @@ class PerturbationStage(nn.Module):
         return out
 
 
-def build_perturbation(cfg, dim: int) -> PerturbationStage:
-    """The stage ``MODEL.PERTURBATION`` describes, for embeddings of width ``dim`` (CLIP's)."""
+def build_perturbation(cfg: CfgNode, dim: int) -> PerturbationStage:
+    """The stage ``MODEL.PERTURBATION`` describes, for embeddings of width ``dim`` (CLIP's).
+
+    Raises ValueError for an unknown noise family, Student-t df ≤ 2, a reduction outside
+    [1, dim] or a negative ``TEXT.INIT_STD``.
+    """
     p = cfg.MODEL.PERTURBATION
     text = TextSPM(dim, init_std=p.TEXT.INIT_STD, noise=p.TEXT.NOISE, student_t_df=p.TEXT.STUDENT_T_DF) \
         if p.TEXT.ENABLED else None
