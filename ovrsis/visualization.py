@@ -206,3 +206,32 @@ def curves_figure(runs: Mapping[str, Mapping[str, Sequence[tuple]]], keys: Seque
             ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def panels_figure(rows: Sequence[Sequence[Optional[tuple]]], row_labels: Sequence[str] = (),
+                  tile_inches: float = 1.9, title: str = "") -> Figure:
+    """A grid of panels: ``rows[i][j]`` is ``(array, title, cmap, vmin, vmax)`` or ``None`` (empty).
+    RGB arrays (H, W, 3) are drawn as they are; 2-D arrays through ``cmap`` within ``[vmin, vmax]``
+    with a colour bar. ``row_labels`` go on the left of each row."""
+    columns = max((len(r) for r in rows), default=1)
+    fig = Figure(figsize=(tile_inches * columns + 0.6, tile_inches * len(rows) + 0.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, row in enumerate(rows):
+        for j, panel in enumerate(row):
+            ax = fig.add_subplot(len(rows), columns, i * columns + j + 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0 and i < len(row_labels):
+                ax.set_ylabel(row_labels[i], fontsize=8)
+            if panel is None:
+                ax.set_frame_on(False)
+                continue
+            array, panel_title, cmap, vmin, vmax = panel
+            shown = ax.imshow(array, cmap=None if array.ndim == 3 else cmap, vmin=vmin, vmax=vmax,
+                              interpolation="nearest")
+            if array.ndim == 2:
+                fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+            ax.set_title(panel_title, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig

@@ -39,7 +39,8 @@ def tools():
     sys.path.insert(0, str(REPO / "tools"))
     try:
         yield {name: importlib.import_module(name)
-               for name in ("demo", "web_demo", "browse_dataset", "analyze_logs", "confusion_matrix")}
+               for name in ("demo", "web_demo", "browse_dataset", "analyze_logs", "confusion_matrix",
+                            "visualize_model")}
     finally:
         sys.path.remove(str(REPO / "tools"))
 
@@ -365,3 +366,22 @@ def test_predictor_drives_the_training_free_segmentor(tmp_path):
                                progress=lambda done, total: calls.append((done, total)))
     assert result.probabilities.shape == (3, 40, 48) and result.labels.shape == (40, 48)
     assert calls and calls[-1][0] == calls[-1][1]
+
+
+def test_visualize_model_hooks_cost_rotation_views_and_decoder(tools, tmp_path):
+    import torch.nn.functional as F
+
+    predictor = ovrsis.Predictor(QUICKSTART, device="cpu", opts=["MODEL.COST.ROTATIONS", "[0, 1]"])
+    path = _write_png(tmp_path / "scene.png", _rgb())
+    view = tools["visualize_model"].capture_model_view(predictor, path, NAMES)
+    templates = len(predictor.cfg.MODEL.TEXT.TEMPLATES)
+    assert view["cost"].shape == (2, templates, 3, 8, 8) and view["embedding"].shape == (3, 32, 8, 8)
+    assert view["cost"].abs().max() <= 1.0 + 1e-5  # cosines
+    final = view["prediction"].probabilities
+    # whole-image protocol: the final map is the decoder's sigmoid resized to the image
+    assert torch.allclose(F.interpolate(view["decoder"][None], size=final.shape[-2:], mode="bilinear",
+                                        align_corners=False)[0], final, atol=1e-6)
+    out = tmp_path / "view.png"
+    assert tools["visualize_model"].main([path, "--config-file", QUICKSTART, "--classes", "water", "tree",
+                                          "--output", str(out), "MODEL.DEVICE", "cpu"]) == 0
+    assert cv2.imread(str(out)).std() > 0
