@@ -220,6 +220,10 @@ def test_demo_plain_png_gets_png_label_map_and_pixel_polygons(tools, checkpoint,
     labels = cv2.imread(str(out / "b_labels.png"), cv2.IMREAD_UNCHANGED)
     assert labels.shape == (24, 24) and labels.max() <= 1
     assert json.loads((out / "a.geojson").read_text())["coordinates"].startswith("pixel")
+    bands, _, _ = _write_geotiff(tmp_path / "l8.tif", np.full((4, 16, 16), 9000, np.uint16))
+    with pytest.raises(RasterError, match="--bands sets INPUT.RASTER.BANDS"):
+        tools["demo"].main([bands, "--config-file", QUICKSTART, "--weights", checkpoint, "--classes", "water",
+                            "--output", str(out)])
     with pytest.raises(ConfigError, match="share the file stem"):
         tools["demo"].expand_inputs([str(folder / "a.png"), str(folder / "a.png")])
     with pytest.raises(ConfigError, match="does not exist"):

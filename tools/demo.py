@@ -43,7 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)
-from ovrsis.data.raster import RASTER_EXTENSIONS, dataset_percentiles
+from ovrsis.data.raster import RASTER_EXTENSIONS, RasterError, dataset_percentiles
 from ovrsis.data.vocabulary import display_name
 from ovrsis.engine import report_user_errors
 from ovrsis.errors import ConfigError
@@ -199,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(done - bar.n)
 
         start = time.perf_counter()
-        result = predictor.predict(path, names, raster, progress=advance)
+        try:
+            result = predictor.predict(path, names, raster, progress=advance)
+        except RasterError as err:
+            raise RasterError(f"{err} (demo flags: --bands sets INPUT.RASTER.BANDS, --scaling .SCALING, --range "
+                              ".RANGE, --percentiles .PERCENTILES)") from None
         seconds = time.perf_counter() - start
         bar.close()
         written = write_outputs(result, Path(path).stem, args.output, colors, args)
