@@ -106,10 +106,11 @@ def label_polygons(labels: np.ndarray, class_names: Sequence[str], info: Optiona
     geo = is_georeferenced(info)
     transform = info.transform if geo else Affine.identity()
     data = labels.astype(np.int32)
+    pixel_area = abs(transform.determinant)
     feats = []
     for geometry, value in features.shapes(data, transform=transform, connectivity=4):
-        pixels = int(round(_ring_area(geometry["coordinates"][0]) / abs(transform.a * transform.e)))
-        pixels -= sum(int(round(_ring_area(h) / abs(transform.a * transform.e))) for h in geometry["coordinates"][1:])
+        rings = geometry["coordinates"]
+        pixels = int(round((_ring_area(rings[0]) - sum(_ring_area(h) for h in rings[1:])) / pixel_area))
         if pixels < min_pixels:
             continue
         cid = int(value)

@@ -217,6 +217,10 @@ def test_demo_plain_png_gets_png_label_map_and_pixel_polygons(tools, checkpoint,
     out = tmp_path / "out"
     assert tools["demo"].main([str(folder), "--config-file", QUICKSTART, "--weights", checkpoint,
                                "--classes-file", str(classes), "--output", str(out), "--geojson"]) == 0
+    assert tools["demo"].main([str(folder / "*.png"), "--config-file", QUICKSTART, "--weights", checkpoint,
+                               "--classes", "water", "--scaling", "percentile_dataset", "--output",
+                               str(tmp_path / "stretched")]) == 0
+    assert (tmp_path / "stretched" / "a_overlay.png").is_file()
     labels = cv2.imread(str(out / "b_labels.png"), cv2.IMREAD_UNCHANGED)
     assert labels.shape == (24, 24) and labels.max() <= 1
     assert json.loads((out / "a.geojson").read_text())["coordinates"].startswith("pixel")
