@@ -89,6 +89,7 @@ class CostAggregationSegmentor(nn.Module):
         self.train_classes = list(train_classes)
         self.test_classes = list(test_classes)
         self.max_classes = max_classes
+        self._top_k_logged: set = set()  # vocabularies whose top-k selection was logged
         self.rotations = check_rotations(rotations, rotation_fusion)
         self.rotation_fusion = rotation_fusion
         self.ignore_value = ignore_value
@@ -207,6 +208,11 @@ class CostAggregationSegmentor(nn.Module):
         text = self.perturbation.perturb_text(self.clip.encode_text(class_names))  # (T, P, C), normalised
         cost, dense, taps = self.cost_volume(clip_images, text)
         cost, text_sel, idx = select_top_classes(cost, text, self.max_classes)
+        if idx is not None and tuple(class_names) not in self._top_k_logged:
+            self._top_k_logged.add(tuple(class_names))
+            logger.info("%d classes exceed MODEL.COST.MAX_CLASSES=%d: each image keeps its top %d classes by "
+                        "cost (the official rule); the others get logit -100", len(class_names), self.max_classes,
+                        self.max_classes)
         guidance = {"clip": self.tap_pyramid(taps)} if self.tap_pyramid is not None else {}
         features = {"clip": dense}
         extra_costs = []
@@ -261,14 +267,19 @@ class CostAggregationSegmentor(nn.Module):
 
     @torch.no_grad()
     def _inference_whole(self, x: Dict, classes: Sequence[str]) -> torch.Tensor:
-        """Whole image squashed to the CLIP size. With ``stretch_padding`` the image is first
-        padded to a multiple of ``size_divisibility`` and the padded map is stretched onto the
-        image, as the official code does (misaligned unless the size is such a multiple)."""
+        """Whole image squashed to the CLIP size. With ``stretch_padding`` the official P-A path
+        (cat_seg_model.py + detectron2's ``sem_seg_postprocess``): the image is padded to a
+        multiple of ``size_divisibility``, and the (4g, 4g) output map is cropped to the
+        *unpadded image's* size in pixels (a no-op for images larger than the map) before the
+        resize — the padded map is stretched onto the image, misaligned unless the size is such
+        a multiple."""
         image = self._normalize(x["image"]).unsqueeze(0)
         h, w = image.shape[-2:]
         if self.stretch_padding:
             image = ImageList.from_tensors([image[0]], self.size_divisibility).tensor
         probs = self.predict_logits(image, classes).sigmoid()
+        if self.stretch_padding:
+            probs = probs[..., :h, :w]
         return F.interpolate(probs, size=self._output_size(x, (h, w)), mode="bilinear", align_corners=False)[0]
 
     @torch.no_grad()

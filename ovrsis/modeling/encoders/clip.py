@@ -19,8 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dino import POS_EMBED_RESIZE, resize_pos_embed
+from ...data.vocabulary import split_subprompts
+from ...errors import ConfigError, check_path
 from ..checkpointing import checkpointed
+from .dino import POS_EMBED_RESIZE, resize_pos_embed
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +137,7 @@ def expand_prompts(
         raise ValueError(f"MODEL.TEXT.SYNONYMS must be 'first' or 'mean', got {synonyms!r}")
     texts, slots = [], []
     for t, name in enumerate(class_names):
-        parts = [p for p in name.split(", ") if p] or [name]
+        parts = split_subprompts(name)
         parts = parts[:1] if synonyms == "first" else parts
         for p, template in enumerate(templates):
             for part in parts:
@@ -159,8 +161,8 @@ class CLIPEncoder(nn.Module):
         synonyms: str = "first",
         cache_text: bool = True,
         allow_download: bool = False,
-        pos_embed_resize: str = "size",
         checkpoint_activations: bool = False,
+        pos_embed_resize: str = "size",
     ) -> None:
         super().__init__()
         import open_clip
@@ -204,9 +206,9 @@ class CLIPEncoder(nn.Module):
         if any(i < 0 or i >= num_blocks - 1 for i in self.guidance_layers):
             raise ValueError(f"guidance layers {self.guidance_layers} out of range for {num_blocks} blocks")
         self.dense_last_block = dense_last_block
-        self.pos_embed_resize = pos_embed_resize
         # recompute block activations in the backward pass (both towers; same results, less memory)
         self.checkpoint_activations = bool(checkpoint_activations)
+        self.pos_embed_resize = pos_embed_resize
         self.templates = list(templates)
         self.synonyms = synonyms
         self.cache_text = cache_text
@@ -215,6 +217,8 @@ class CLIPEncoder(nn.Module):
         self._pos_cache: Dict[tuple, torch.Tensor] = {}
         self.finetune = finetune
         self._set_trainable(finetune)
+        # frozen weights from their own file: a full-model checkpoint need not hold them
+        self.pretrained_from_file = bool(pretrained) and finetune == "none"
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -223,16 +227,16 @@ class CLIPEncoder(nn.Module):
         a tag that is not cached downloads only when ``allow_download`` is set."""
         import open_clip
 
-        if os.path.isfile(pretrained):
-            path = pretrained
-        elif os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
-            raise FileNotFoundError(f"MODEL.CLIP.PRETRAINED: no such file {pretrained!r}")
+        if os.path.exists(pretrained) or os.sep in pretrained or pretrained.endswith(
+                (".pt", ".pth", ".bin", ".safetensors")):
+            path = check_path(pretrained, "MODEL.CLIP.PRETRAINED", "file",
+                              f"an open_clip state dict for {arch}, or an open_clip tag such as 'openai'")
         else:
             path = _cached_pretrained(arch, pretrained)
             if path is None:
                 if not allow_download:
-                    raise RuntimeError(
-                        f"CLIP weights {arch}/{pretrained} are not in the local cache and downloads are off: "
+                    raise ConfigError(
+                        f"MODEL.CLIP.PRETRAINED: CLIP weights {arch}/{pretrained} are not in the local cache and downloads are off: "
                         "set MODEL.CLIP.ALLOW_DOWNLOAD True or give MODEL.CLIP.PRETRAINED a local file")
                 reference = open_clip.create_model(arch, pretrained=pretrained, require_pretrained=True)
                 model.load_state_dict(reference.state_dict(), strict=True)
