@@ -356,3 +356,18 @@ def test_dataset_configs_hold_the_official_settings(name):
     lines = load_class_names(str(REPO / f"configs/segearth_ov/classes/{class_file}.txt"))
     assert list(record.prompt_classes) == lines  # the record prompts exactly the class file's lines
     assert record.protocol == "P-C" or record.foreground
+
+
+def test_half_precision_autocast_stays_close_to_fp32():
+    reference = tiny_segmentor()
+    reference.set_vocabulary(["water", "road", "building"])
+    image = raw_image(40, 48)
+    expected = reference.query_logits(image, (40, 48))
+    for precision in ("bf16", "fp16"):
+        model = tiny_segmentor("MODEL.TRAINING_FREE.PRECISION", precision)
+        model.set_vocabulary(["water", "road", "building"])
+        got = model.query_logits(image, (40, 48))
+        assert got.dtype == torch.float32
+        assert (got - expected).abs().max() < 0.1 * expected.abs().max()
+    with pytest.raises(ValueError, match="PRECISION"):
+        tiny_segmentor("MODEL.TRAINING_FREE.PRECISION", "fp8")
