@@ -38,8 +38,9 @@ from model_stats import flop_stats
 
 REPO = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "tf32", "bf16")
-# sweeps: not method configs; segearth_ov: training-free, with its own inference protocol (P-C)
-SKIP_DIRS = {"sweeps", "segearth_ov"}
+# not method configs: sweeps, real_imagery (a small example); segearth_ov: training-free, with its own
+# inference protocol (P-C)
+SKIP_DIRS = {"sweeps", "real_imagery", "segearth_ov"}
 COLUMNS = ("config", "precision", "params_M", "trainable_M", "eval_gflops", "train_batch", "train_peak_mem_mib",
            "train_step_ms", "fps_whole", "fps_slide", "max_abs_diff_vs_fp32")
 
