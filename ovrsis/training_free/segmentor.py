@@ -93,6 +93,8 @@ class TrainingFreeSegmentor(nn.Module):
         self.test_classes: List[str] = []
         if test_classes:
             self.set_vocabulary(test_classes)
+        for param in self.parameters():  # nothing is trained here (SimFeatUp: tools/train_simfeatup.py)
+            param.requires_grad_(False)
         self.eval()
 
     @classmethod
