@@ -23,16 +23,18 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "upsampler."
 
 
-def adaptive_filter(source: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+def adaptive_filter(source: torch.Tensor, filters: torch.Tensor, channel_chunk: int = 32) -> torch.Tensor:
     """Spatially varying correlation (FeatUp's ``AdaptiveConv``):
     ``out[b, c, y, x] = Σ_{i, j} filters[b, y, x, i, j] · source[b, c, y + i, x + j]``.
 
     Args:
         source: (B, C, H + D - 1, W + D - 1), already padded by the filter radius.
         filters: (B, H, W, D, D) per-pixel filters.
+        channel_chunk: channels accumulated together (memory locality only; results are identical).
     Returns:
-        (B, C, H, W). Accumulated one offset (i, j) at a time: extra memory is one (B, C, H, W)
-        product, whatever D is. Source: FeatUp ``adaptive_conv_cuda/adaptive_conv.cpp``.
+        (B, C, H, W). Accumulated one offset (i, j) at a time, in the CUDA kernel's order: no
+        (C, D², H, W) unfold is built, the extra memory is one (D², H, W) copy of the filters.
+        Source: FeatUp ``adaptive_conv_cuda/adaptive_conv.cpp``.
     Raises:
         ValueError: on shapes that do not fit together.
     """
@@ -40,11 +42,13 @@ def adaptive_filter(source: torch.Tensor, filters: torch.Tensor) -> torch.Tensor
     if d != d2 or source.shape[0] != b or tuple(source.shape[-2:]) != (h + d - 1, w + d - 1):
         raise ValueError(f"adaptive_filter: source {tuple(source.shape)} does not fit filters {tuple(filters.shape)} "
                          "(need source (B, C, H + D - 1, W + D - 1) and filters (B, H, W, D, D))")
-    filters = filters.to(source.dtype)
+    planes = filters.to(source.dtype).permute(0, 3, 4, 1, 2).contiguous()  # (B, D, D, H, W): contiguous per offset
     out = source.new_zeros(source.shape[0], source.shape[1], h, w)
-    for i in range(d):
-        for j in range(d):
-            out.addcmul_(source[:, :, i:i + h, j:j + w], filters[:, None, :, :, i, j])
+    for c0 in range(0, source.shape[1], channel_chunk):
+        src, acc = source[:, c0:c0 + channel_chunk], out[:, c0:c0 + channel_chunk]
+        for i in range(d):
+            for j in range(d):
+                acc.addcmul_(src[:, :, i:i + h, j:j + w], planes[:, None, i, j])
     return out
 
 
