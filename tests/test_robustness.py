@@ -298,3 +298,18 @@ def test_tiled_inference_with_long_side_on_tiny_and_thin_images(tmp_path, size):
     model.set_vocabulary(["water", "road"])
     out = model([{"image": torch.randint(0, 255, (3, *size), dtype=torch.uint8)}])[0]["sem_seg"]
     assert out.shape == (2, *size) and torch.isfinite(out).all()
+
+
+def test_training_a_training_free_model_says_so(tmp_path):
+    from ovrsis.engine import Trainer
+
+    class Frozen(torch.nn.Module):
+        requires_weights = False
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
+
+    cfg = setup_cfg(QUICKSTART, SMALL)
+    with pytest.raises(ConfigError, match="no trainable parameter.*--eval-only"):
+        Trainer.build_optimizer(cfg, Frozen())

@@ -28,6 +28,7 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import OVRSISCheckpointer
+from ..errors import ConfigError
 from ..data import SemanticSegmentationMapper
 from ..data.benchmarks import inference_from_config
 from ..evaluation import OpenVocabSemSegEvaluator
@@ -155,6 +156,11 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
         groups = build_param_groups(cfg, model)
+        if not groups:
+            raise ConfigError(
+                f"{cfg.MODEL.META_ARCHITECTURE} has no trainable parameter"
+                + (" (a training-free model: evaluate it with --eval-only)"
+                   if not getattr(model, "requires_weights", True) else " (check MODEL.CLIP.FINETUNE)"))
         name = cfg.SOLVER.OPTIMIZER.upper()
         if name == "ADAMW":
             optim_cls, kwargs = torch.optim.AdamW, {}
