@@ -292,3 +292,14 @@ def test_list_like_names_are_warned_about(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="ovrsis"):
         assert load_class_names(path) == ["water", "road; parking lot"]
     assert "unsplit list" in caplog.text
+
+
+def test_jpeg_ycbcr_orthophoto_tiff_reads_as_rgb(tmp_path):
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    path = tmp_path / "ortho.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=32, height=32, count=3, dtype="uint8", compress="JPEG",
+                       photometric="YCBCR", crs="EPSG:32618", transform=from_origin(0, 0, 1, 1)) as dst:
+        dst.write(rgb.transpose(2, 0, 1))
+    out = read_rgb8(str(path))
+    assert out.shape == (32, 32, 3) and abs(int(out[..., 0].mean()) - 200) < 8 and out[..., 2].mean() < 10

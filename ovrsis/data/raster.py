@@ -183,9 +183,12 @@ def _info_from_dataset(path: str, src) -> RasterInfo:
 
     interp = list(src.colorinterp)
     alpha = interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else None
-    if src.photometric and str(src.photometric).upper() in ("YCBCR", "CMYK", "CIELAB", "ICCLAB", "ITULAB"):
+    photometric = str(getattr(src.photometric, "name", src.photometric) or "").upper()
+    jpeg = "JPEG" in str(getattr(src.compression, "name", src.compression) or "").upper()
+    if photometric in ("CMYK", "CIELAB", "ICCLAB", "ITULAB") or (photometric == "YCBCR" and not jpeg):
+        # GDAL turns JPEG-compressed YCbCr (common for orthophotos) into RGB itself; the rest it cannot
         raise RasterError(
-            f"cannot read image {path}: photometric interpretation {src.photometric} is not supported; "
+            f"cannot read image {path}: photometric interpretation {photometric} is not supported; "
             "convert it to RGB or a band stack first (e.g. gdal_translate)")
     dtypes = set(src.dtypes)
     if len(dtypes) != 1:
