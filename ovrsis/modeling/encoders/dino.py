@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import check_path
+from .frozen import freeze, load_state_strictly
 
 logger = logging.getLogger(__name__)
 
@@ -128,12 +129,7 @@ class DINOEncoder(nn.Module):
         else:
             logger.warning("DINO encoder has random weights (MODEL.DINO.WEIGHTS is empty): a full model "
                            "checkpoint (MODEL.WEIGHTS) must provide them")
-        # frozen weights from their own file: a full-model checkpoint need not hold them
-        self.pretrained_from_file = bool(weights) and frozen
-        if frozen:
-            for p in self.parameters():
-                p.requires_grad_(False)
-            self.eval()
+        freeze(self, frozen, loaded_from_file=bool(weights))
 
     @classmethod
     def from_config(cls, cfg, out_indices: Sequence[int]) -> "DINOEncoder":
@@ -156,18 +152,8 @@ class DINOEncoder(nn.Module):
             shown = ", ".join(list(state)[:8]) or "(no tensors)"
             raise ValueError(f"{path}: no key matches the DINO ViT (after stripping module./backbone. and dropping "
                              f"head.*); checkpoint keys start with: {shown}")
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in matched if state[k].shape != own[k].shape]
-        if missing or unexpected or shapes:
-            def _fmt(keys):
-                return ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else "")
-            raise ValueError(
-                f"{path}: DINO checkpoint does not match the configured ViT (MODEL.DINO.*): "
-                f"{len(missing)} missing [{_fmt(missing)}], {len(unexpected)} unexpected [{_fmt(unexpected)}], "
-                f"{len(shapes)} with another shape [{_fmt(shapes)}]")
-        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+        load_state_strictly(self, state, f"{path}: DINO checkpoint does not match the configured ViT (MODEL.DINO.*)",
+                            shown=10)
         logger.info("Loaded DINO weights from %s: all %d tensors matched (head.* dropped)", path, len(matched))
 
     # ------------------------------------------------------------------ forward

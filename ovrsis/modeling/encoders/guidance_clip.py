@@ -26,6 +26,7 @@ from torch import nn
 
 from .clip import SplitQKVAttention, _register_bundled_configs, _run_block, _split_attention
 from .dino import resize_pos_embed
+from .frozen import freeze, load_state_strictly
 
 logger = logging.getLogger(__name__)
 
@@ -126,15 +127,12 @@ class GuidanceCLIPEncoder(nn.Module):
         if not self.out_indices or any(i < 0 or i >= num_blocks for i in self.out_indices):
             raise ValueError(f"MODEL.RS_CLIP.GUIDANCE_LAYERS {self.out_indices} out of range for {num_blocks} blocks")
         self._pos_cache: Dict[tuple, torch.Tensor] = {}
-        for p in self.parameters():
-            p.requires_grad_(False)
-        self.pretrained_from_file = bool(weights)  # frozen with its own weights (checkpoint key report)
         if weights:
             self.load_weights(weights, round_fp16=round_fp16)
         else:
             logger.warning("guidance CLIP %s has random weights (MODEL.RS_CLIP.WEIGHTS is empty): a full model "
                            "checkpoint (MODEL.WEIGHTS) must provide them", arch)
-        self.eval()
+        freeze(self, True, loaded_from_file=bool(weights))
 
     def train(self, mode: bool = True) -> "GuidanceCLIPEncoder":
         """Frozen: always in eval mode."""
@@ -155,31 +153,21 @@ class GuidanceCLIPEncoder(nn.Module):
     def load_weights(self, path: str, round_fp16: bool = False) -> None:
         """Load a CLIP state dict strictly (open_clip fused-qkv or split-q/k/v layout).
 
-        Text-tower tensors are skipped unless the text tower is held. Raises ValueError naming
+        Text-tower tensors are skipped unless the text tower is held. Raises an error naming
         the file, the counts and examples of missing, unexpected and mis-shaped keys and both
-        image towers' shapes when the file holds another architecture.
+        image towers' shapes when the file holds another architecture (a CheckpointError).
         """
         state = split_qkv(read_clip_state_dict(path))
         skipped = 0
         if not self.text_tower:
             kept = {k: v for k, v in state.items() if k.startswith("visual.")}
             skipped, state = len(state) - len(kept), kept
-        own = self.state_dict()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in own if k in state and state[k].shape != own[k].shape]
-        if missing or unexpected or shapes:
-            def _fmt(keys):
-                return ", ".join(keys[:6]) + (" ..." if len(keys) > 6 else "")
-            raise ValueError(
-                f"{path}: not a {self.arch} CLIP checkpoint (MODEL.RS_CLIP.ARCH). File image tower: "
-                f"{describe_vit(state)}; model: {describe_vit(own)}. {len(missing)} missing [{_fmt(missing)}], "
-                f"{len(unexpected)} unexpected [{_fmt(unexpected)}], {len(shapes)} with another shape [{_fmt(shapes)}]")
         rounded = set(self._fp16_names()) if round_fp16 else set()
-        self.load_state_dict({k: (v.half() if k in rounded else v).to(own[k].dtype) for k, v in state.items()},
-                             strict=True)
-        logger.info("Loaded guidance CLIP %s from %s: all %d tensors matched%s%s", self.arch, path, len(own),
+        state = {k: (v.half() if k in rounded else v) for k, v in state.items()}
+        loaded = load_state_strictly(
+            self, state, f"{path}: not a {self.arch} CLIP checkpoint (MODEL.RS_CLIP.ARCH). File image tower: "
+            f"{describe_vit(state)}; model: {describe_vit(self.state_dict())}", shown=6)
+        logger.info("Loaded guidance CLIP %s from %s: all %d tensors matched%s%s", self.arch, path, loaded,
                     f", {skipped} text-tower tensors skipped (MODEL.RS_CLIP.TEXT_TOWER False)" if skipped else "",
                     f", {len(rounded)} rounded to fp16 as the official build" if rounded else "")
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import check_path
+from .frozen import freeze, load_state_strictly
 
 logger = logging.getLogger(__name__)
 
@@ -133,11 +134,7 @@ class SAMEncoder(nn.Module):
         else:
             logger.warning("SAM encoder has random weights (MODEL.SAM.WEIGHTS is empty): a full model "
                            "checkpoint (MODEL.WEIGHTS) must provide them")
-        self.pretrained_from_file = bool(weights) and frozen  # exempt from MODEL.WEIGHTS' strict key check
-        if frozen:
-            for p in self.parameters():
-                p.requires_grad_(False)
-            self.eval()
+        freeze(self, frozen, loaded_from_file=bool(weights))
 
     @classmethod
     def from_config(cls, cfg, out_indices: Optional[Sequence[int]] = None) -> "SAMEncoder":
@@ -164,19 +161,8 @@ class SAMEncoder(nn.Module):
         """Load SAM image-encoder weights strictly; the error lists missing, unexpected and
         mis-shaped tensors (a checkpoint of another SAM size shows up as shape mismatches)."""
         state, dropped = read_sam_checkpoint(path)
-        own = self.image_encoder.state_dict()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                  for k, v in state.items() if k in own and v.shape != own[k].shape]
-        if missing or unexpected or shapes:
-            def _fmt(keys):
-                return ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else "")
-            raise ValueError(
-                f"{path}: SAM checkpoint does not match the configured image encoder (MODEL.SAM.ARCH {self.arch!r}): "
-                f"{len(missing)} missing [{_fmt(missing)}], {len(unexpected)} unexpected [{_fmt(unexpected)}], "
-                f"{len(shapes)} with another shape [{_fmt(shapes)}]")
-        self.image_encoder.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+        load_state_strictly(self.image_encoder, state, f"{path}: SAM checkpoint does not match the configured image "
+                            f"encoder (MODEL.SAM.ARCH {self.arch!r})")
         logger.info("Loaded SAM %s image encoder from %s: all %d tensors matched, %d prompt-encoder/mask-decoder "
                     "tensors dropped", self.arch, path, len(state), dropped)
 

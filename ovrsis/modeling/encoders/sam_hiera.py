@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ...errors import check_path
+from .frozen import freeze, load_state_strictly
 from .sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD, read_sam_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -100,11 +101,7 @@ class SAMHieraEncoder(nn.Module):
         else:
             logger.warning("SAM 2 encoder has random weights (MODEL.SAM.WEIGHTS is empty): a full model "
                            "checkpoint (MODEL.WEIGHTS) must provide them")
-        self.pretrained_from_file = bool(weights) and frozen  # exempt from MODEL.WEIGHTS' strict key check
-        if frozen:
-            for p in self.parameters():
-                p.requires_grad_(False)
-            self.eval()
+        freeze(self, frozen, loaded_from_file=bool(weights))
 
     @classmethod
     def from_config(cls, cfg) -> "SAMHieraEncoder":
@@ -121,19 +118,8 @@ class SAMHieraEncoder(nn.Module):
         """Load the ``image_encoder.*`` tensors of a SAM 2 / 2.1 checkpoint (``{"model": ...}``) strictly."""
         check_path(path, "MODEL.SAM.WEIGHTS", "file", "a SAM 2 checkpoint")
         state, dropped = read_sam_checkpoint(path)
-        own = self.image_encoder.state_dict()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                  for k, v in state.items() if k in own and v.shape != own[k].shape]
-        if missing or unexpected or shapes:
-            def _fmt(keys):
-                return ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else "")
-            raise ValueError(
-                f"{path}: SAM 2 checkpoint does not match the configured image encoder (MODEL.SAM.ARCH {self.arch!r}): "
-                f"{len(missing)} missing [{_fmt(missing)}], {len(unexpected)} unexpected [{_fmt(unexpected)}], "
-                f"{len(shapes)} with another shape [{_fmt(shapes)}]")
-        self.image_encoder.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+        load_state_strictly(self.image_encoder, state, f"{path}: SAM 2 checkpoint does not match the configured image "
+                            f"encoder (MODEL.SAM.ARCH {self.arch!r})")
         logger.info("Loaded SAM 2 %s image encoder from %s: all %d tensors matched, %d other tensors dropped",
                     self.arch, path, len(state), dropped)
 
