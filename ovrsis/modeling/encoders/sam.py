@@ -83,6 +83,24 @@ def read_sam_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], int]:
     return state, dropped
 
 
+def renormalisation(input_mean: Sequence[float], input_std: Sequence[float], pixel_mean: Sequence[float],
+                    pixel_std: Sequence[float]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), each (1, 3, 1, 1), such that ``x · scale + shift`` turns images normalised
+    with (input_mean, input_std) into images normalised with (pixel_mean, pixel_std) (0–255 units)."""
+    in_mean, in_std = torch.tensor(input_mean, dtype=torch.float32), torch.tensor(input_std, dtype=torch.float32)
+    mean, std = torch.tensor(pixel_mean, dtype=torch.float32), torch.tensor(pixel_std, dtype=torch.float32)
+    return (in_std / std).view(1, 3, 1, 1), ((in_mean - mean) / std).view(1, 3, 1, 1)
+
+
+def to_encoder_input(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, size: int) -> torch.Tensor:
+    """Re-normalise (B, 3, H, W) images and resize them bilinearly to (size, size) (the affine map
+    commutes with the bilinear resize)."""
+    x = images * scale + shift
+    if tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x
+
+
 class SAMEncoder(nn.Module):
     """Frozen SAM ViT image encoder returning intermediate block outputs and the neck output.
 
@@ -124,11 +142,9 @@ class SAMEncoder(nn.Module):
             mlp_ratio=4, out_chans=out_chans, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6),
             use_abs_pos=True, use_rel_pos=True, window_size=window_size,
             global_attn_indexes=tuple(int(i) for i in global_attn_blocks))
-        # input (model-normalised) → SAM-normalised: x_sam = x · scale + shift
-        in_mean, in_std = torch.tensor(input_mean, dtype=torch.float32), torch.tensor(input_std, dtype=torch.float32)
-        mean, std = torch.tensor(pixel_mean, dtype=torch.float32), torch.tensor(pixel_std, dtype=torch.float32)
-        self.register_buffer("scale", (in_std / std).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("shift", ((in_mean - mean) / std).view(1, 3, 1, 1), persistent=False)
+        scale, shift = renormalisation(input_mean, input_std, pixel_mean, pixel_std)
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("shift", shift, persistent=False)
         if weights:
             self.load_checkpoint(weights)
         else:
@@ -169,10 +185,7 @@ class SAMEncoder(nn.Module):
     # ------------------------------------------------------------------ forward
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """Model-normalised images (B, 3, H, W) → SAM-normalised (B, 3, input_size, input_size), bilinear."""
-        x = images * self.scale + self.shift  # per-channel affine: commutes with the bilinear resize
-        if tuple(x.shape[-2:]) != (self.input_size, self.input_size):
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        return x
+        return to_encoder_input(images, self.scale, self.shift, self.input_size)
 
     def forward(self, images: torch.Tensor) -> List[torch.Tensor]:
         """Model-normalised images (B, 3, H, W) → [(B, width, g, g) per ``out_indices``] + [neck (B, 256, g, g)],

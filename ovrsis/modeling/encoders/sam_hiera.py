@@ -24,7 +24,7 @@ from torch import nn
 
 from ...errors import check_path
 from .frozen import freeze, load_state_strictly
-from .sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD, read_sam_checkpoint
+from .sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD, read_sam_checkpoint, renormalisation, to_encoder_input
 
 logger = logging.getLogger(__name__)
 
@@ -92,10 +92,9 @@ class SAMHieraEncoder(nn.Module):
         self.out_chans = FPN_DIM
         self.input_size = int(input_size)
         self.frozen = frozen
-        in_mean, in_std = torch.tensor(input_mean, dtype=torch.float32), torch.tensor(input_std, dtype=torch.float32)
-        mean, std = torch.tensor(pixel_mean, dtype=torch.float32), torch.tensor(pixel_std, dtype=torch.float32)
-        self.register_buffer("scale", (in_std / std).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("shift", ((in_mean - mean) / std).view(1, 3, 1, 1), persistent=False)
+        scale, shift = renormalisation(input_mean, input_std, pixel_mean, pixel_std)
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("shift", shift, persistent=False)
         if weights:
             self.load_checkpoint(weights)
         else:
@@ -125,11 +124,7 @@ class SAMHieraEncoder(nn.Module):
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """Model-normalised images (B, 3, H, W) → SAM 2-normalised (B, 3, input_size, input_size), bilinear."""
-        x = images * self.scale + self.shift
-        if tuple(x.shape[-2:]) != (self.input_size, self.input_size):
-            x = torch.nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
-                                                align_corners=False)
-        return x
+        return to_encoder_input(images, self.scale, self.shift, self.input_size)
 
     def forward(self, images: torch.Tensor) -> List[torch.Tensor]:
         """Model-normalised images → [FPN level i for i in ``out_indices``] + [stride-16 level], each (B, 256, ·, ·)."""
