@@ -12,21 +12,8 @@ from detectron2.modeling import build_model
 
 from ovrsis.config import add_ovrsis_config
 from ovrsis.modeling.checkpointing import checkpointed
+from test_modeling import TINY
 
-TINY = [
-    "MODEL.DEVICE", "cpu",
-    "MODEL.CLIP.ARCH", "ovrsis-tiny-vit",
-    "MODEL.CLIP.IMAGE_SIZE", 64,
-    "MODEL.CLIP.GUIDANCE_LAYERS", [1, 2],
-    "MODEL.AGGREGATOR.WINDOW_SIZE", 4,
-    "MODEL.AGGREGATOR.HIDDEN_DIM", 32,
-    "MODEL.AGGREGATOR.NUM_HEADS", 2,
-    "MODEL.AGGREGATOR.APPEARANCE_GUIDANCE_PROJ_DIM", 32,
-    "MODEL.AGGREGATOR.TEXT_GUIDANCE_PROJ_DIM", 32,
-    "MODEL.DECODER.DIMS", [32, 16],
-    "MODEL.DECODER.GUIDANCE_DIMS", [32, 16],
-    "MODEL.DECODER.GUIDANCE_PROJ_DIMS", [16, 8],
-]
 SWITCHES = ["MODEL.CLIP.CHECKPOINT_ACTIVATIONS", True, "MODEL.AGGREGATOR.CHECKPOINT_ACTIVATIONS", True,
             "MODEL.DECODER.CHECKPOINT_ACTIVATIONS", True]
 OVRS = ["MODEL.COST.ROTATIONS", [0, 1, 2, 3], "MODEL.DECODER.GUIDANCE_ATTENTION", True]

@@ -457,6 +457,29 @@ def test_official_gsnet_checkpoint_roundtrip(tmp_path, caplog):
 
 
 # ============================================================================ training
+def trainer_losses_on_one_batch(out_dir, model_opts, crop: int, steps: int) -> list:
+    """Losses of ``steps`` optimizer steps on one fixed synthetic batch (quickstart data) with the
+    Trainer's model, optimizer (param groups, full-model clipping) and data loader."""
+    opts = ["OUTPUT_DIR", str(out_dir), "SOLVER.BASE_LR", 0.001, "SOLVER.IMS_PER_BATCH", 4,
+            "DATALOADER.NUM_WORKERS", 0, "DATASETS.SYNTHETIC.NUM_TRAIN", 16, "DATASETS.SYNTHETIC.NUM_VAL", 2,
+            "INPUT.CROP.SIZE", (crop, crop), *model_opts]
+    cfg = setup_cfg(str(REPO / "configs/quickstart.yaml"), [str(o) for o in opts])
+    torch.manual_seed(0)
+    np.random.seed(0)  # the sampler's seed and the augmentations: one fixed batch
+    random.seed(0)
+    model = Trainer.build_model(cfg).train()
+    optimizer = Trainer.build_optimizer(cfg, model)
+    batch = next(iter(Trainer.build_train_loader(cfg)))
+    losses = []
+    for _ in range(steps):
+        loss = model(batch)["loss_sem_seg"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 def test_short_training_run_loss_falls(tmp_path, monkeypatch):
     """150 steps on one synthetic batch (quickstart data, tiny GSNet) with the Trainer's model,
     optimizer (param groups, full-model clipping) and data loader.
@@ -466,23 +489,7 @@ def test_short_training_run_loss_falls(tmp_path, monkeypatch):
     (without the sigmoids it falls at once), so the check is against the plateau.
     """
     monkeypatch.setenv("OVRSIS_CACHE", str(tmp_path / "cache"))
-    opts = ["OUTPUT_DIR", str(tmp_path), "SOLVER.BASE_LR", 0.001, "SOLVER.IMS_PER_BATCH", 4,
-            "DATALOADER.NUM_WORKERS", 0, "DATASETS.SYNTHETIC.NUM_TRAIN", 16, "DATASETS.SYNTHETIC.NUM_VAL", 2,
-            "INPUT.CROP.SIZE", (96, 96), *GSNET_TINY]
-    cfg = setup_cfg(str(REPO / "configs/quickstart.yaml"), [str(o) for o in opts])
-    torch.manual_seed(0)
-    np.random.seed(0)  # the sampler's seed and the augmentations: one fixed batch
-    random.seed(0)
-    model = Trainer.build_model(cfg).train()
-    optimizer = Trainer.build_optimizer(cfg, model)
-    batch = next(iter(Trainer.build_train_loader(cfg)))
-    losses = []
-    for _ in range(150):
-        loss = model(batch)["loss_sem_seg"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = trainer_losses_on_one_batch(tmp_path, GSNET_TINY, crop=96, steps=150)
     assert all(math.isfinite(v) for v in losses)
     plateau, final = losses[20], sum(losses[-5:]) / 5
     assert losses[0] > plateau and final < 0.75 * plateau, [round(v, 3) for v in losses[::10]]

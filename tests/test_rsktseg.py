@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -27,13 +25,12 @@ from detectron2.modeling import build_model
 import ovrsis.modeling  # noqa: F401
 from ovrsis.checkpoint import RSKTSEG, OVRSISCheckpointer, detect_layout
 from ovrsis.config import add_ovrsis_config
-from ovrsis.engine import Trainer, setup_cfg
 from ovrsis.modeling.aggregation.efficient import (EfficientAggregationLayer, EfficientAggregator,
                                                    EfficientClassBlock, EfficientSpatialBlock)
 from ovrsis.modeling.cost.fusion import (ConcatCostEmbedding, MeanCostEmbedding, QueryGuidedFusion,
                                          build_cost_embedding)
 from ovrsis.modeling.encoders.guidance_clip import GuidanceCLIPEncoder, split_qkv
-from test_gsnet import GSNET_TINY, _GSNET_TO_OFFICIAL
+from test_gsnet import GSNET_TINY, _GSNET_TO_OFFICIAL, trainer_losses_on_one_batch
 from test_modeling import image, tiny_model, to_official
 
 REPO = Path(__file__).resolve().parents[1]
@@ -411,23 +408,7 @@ def test_short_training_run_loss_falls(tmp_path, monkeypatch):
     """120 steps on one synthetic batch (quickstart data, tiny RSKT-Seg) with the Trainer's model,
     optimizer and data loader; the check is against the class-prior plateau (see test_gsnet)."""
     monkeypatch.setenv("OVRSIS_CACHE", str(tmp_path / "cache"))
-    opts = ["OUTPUT_DIR", str(tmp_path), "SOLVER.BASE_LR", 0.001, "SOLVER.IMS_PER_BATCH", 4,
-            "DATALOADER.NUM_WORKERS", 0, "DATASETS.SYNTHETIC.NUM_TRAIN", 16, "DATASETS.SYNTHETIC.NUM_VAL", 2,
-            "INPUT.CROP.SIZE", (64, 64), *RSKT_TINY]
-    cfg = setup_cfg(str(REPO / "configs/quickstart.yaml"), [str(o) for o in opts])
-    torch.manual_seed(0)
-    np.random.seed(0)
-    random.seed(0)
-    model = Trainer.build_model(cfg).train()
-    optimizer = Trainer.build_optimizer(cfg, model)
-    batch = next(iter(Trainer.build_train_loader(cfg)))
-    losses = []
-    for _ in range(120):
-        loss = model(batch)["loss_sem_seg"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = trainer_losses_on_one_batch(tmp_path, RSKT_TINY, crop=64, steps=120)
     assert all(math.isfinite(v) for v in losses)
     plateau, final = losses[20], sum(losses[-5:]) / 5
     assert losses[0] > plateau and final < 0.75 * plateau, [round(v, 3) for v in losses[::10]]
