@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import check_path
-from .frozen import freeze, load_state_strictly
+from .frozen import load_and_freeze, load_state_strictly
 
 logger = logging.getLogger(__name__)
 
@@ -124,12 +124,8 @@ class DINOEncoder(nn.Module):
         self.pos_embed_resize = pos_embed_resize
         self.frozen = frozen
         self._pos_cache: Dict[tuple, torch.Tensor] = {}
-        if weights:
-            self.load_checkpoint(weights, checkpoint_key)
-        else:
-            logger.warning("DINO encoder has random weights (MODEL.DINO.WEIGHTS is empty): a full model "
-                           "checkpoint (MODEL.WEIGHTS) must provide them")
-        freeze(self, frozen, loaded_from_file=bool(weights))
+        load_and_freeze(self, weights, frozen, lambda path: self.load_checkpoint(path, checkpoint_key),
+                        "DINO encoder", "MODEL.DINO.WEIGHTS")
 
     @classmethod
     def from_config(cls, cfg, out_indices: Sequence[int]) -> "DINOEncoder":

@@ -2,12 +2,15 @@
 whose error lists every mismatch, and freezing that the checkpoint key report understands."""
 from __future__ import annotations
 
-from typing import Mapping
+import logging
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
 
 from ...errors import CheckpointError
+
+logger = logging.getLogger(__name__)
 
 
 def load_state_strictly(module: nn.Module, state: Mapping[str, torch.Tensor], description: str,
@@ -31,6 +34,19 @@ def load_state_strictly(module: nn.Module, state: Mapping[str, torch.Tensor], de
                               f"[{fmt(unexpected)}], {len(shapes)} with another shape [{fmt(shapes)}]")
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
     return len(own)
+
+
+def load_and_freeze(module: nn.Module, weights: str, frozen: bool, load: Callable[[str], None], name: str,
+                    key: str) -> None:
+    """The end of every stream's construction: ``load(weights)`` when a file is given, else a
+    warning that ``name`` stays random until MODEL.WEIGHTS provides it (``key`` is the config key
+    to set); then :func:`freeze`."""
+    if weights:
+        load(weights)
+    else:
+        logger.warning("%s has random weights (%s is empty): a full model checkpoint (MODEL.WEIGHTS) must "
+                       "provide them", name, key)
+    freeze(module, frozen, loaded_from_file=bool(weights))
 
 
 def freeze(module: nn.Module, frozen: bool, loaded_from_file: bool) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from torch import nn
 
 from .clip import SplitQKVAttention, _register_bundled_configs, _run_block, _split_attention
 from .dino import resize_pos_embed
-from .frozen import freeze, load_state_strictly
+from .frozen import load_and_freeze, load_state_strictly
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +127,8 @@ class GuidanceCLIPEncoder(nn.Module):
         if not self.out_indices or any(i < 0 or i >= num_blocks for i in self.out_indices):
             raise ValueError(f"MODEL.RS_CLIP.GUIDANCE_LAYERS {self.out_indices} out of range for {num_blocks} blocks")
         self._pos_cache: Dict[tuple, torch.Tensor] = {}
-        if weights:
-            self.load_weights(weights, round_fp16=round_fp16)
-        else:
-            logger.warning("guidance CLIP %s has random weights (MODEL.RS_CLIP.WEIGHTS is empty): a full model "
-                           "checkpoint (MODEL.WEIGHTS) must provide them", arch)
-        freeze(self, True, loaded_from_file=bool(weights))
+        load_and_freeze(self, weights, True, lambda path: self.load_weights(path, round_fp16=round_fp16),
+                        f"guidance CLIP {arch}", "MODEL.RS_CLIP.WEIGHTS")
 
     def train(self, mode: bool = True) -> "GuidanceCLIPEncoder":
         """Frozen: always in eval mode."""

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import check_path
-from .frozen import freeze, load_state_strictly
+from .frozen import load_and_freeze, load_state_strictly
 
 logger = logging.getLogger(__name__)
 
@@ -83,13 +83,15 @@ def read_sam_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], int]:
     return state, dropped
 
 
-def renormalisation(input_mean: Sequence[float], input_std: Sequence[float], pixel_mean: Sequence[float],
-                    pixel_std: Sequence[float]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift), each (1, 3, 1, 1), such that ``x · scale + shift`` turns images normalised
-    with (input_mean, input_std) into images normalised with (pixel_mean, pixel_std) (0–255 units)."""
+def register_renormalisation(module: nn.Module, input_mean: Sequence[float], input_std: Sequence[float],
+                             pixel_mean: Sequence[float], pixel_std: Sequence[float]) -> None:
+    """Register non-persistent buffers ``scale``, ``shift`` (each (1, 3, 1, 1)) on ``module`` such
+    that ``x · scale + shift`` turns images normalised with (input_mean, input_std) into images
+    normalised with (pixel_mean, pixel_std) (0–255 units)."""
     in_mean, in_std = torch.tensor(input_mean, dtype=torch.float32), torch.tensor(input_std, dtype=torch.float32)
     mean, std = torch.tensor(pixel_mean, dtype=torch.float32), torch.tensor(pixel_std, dtype=torch.float32)
-    return (in_std / std).view(1, 3, 1, 1), ((in_mean - mean) / std).view(1, 3, 1, 1)
+    module.register_buffer("scale", (in_std / std).view(1, 3, 1, 1), persistent=False)
+    module.register_buffer("shift", ((in_mean - mean) / std).view(1, 3, 1, 1), persistent=False)
 
 
 def to_encoder_input(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, size: int) -> torch.Tensor:
@@ -142,15 +144,8 @@ class SAMEncoder(nn.Module):
             mlp_ratio=4, out_chans=out_chans, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6),
             use_abs_pos=True, use_rel_pos=True, window_size=window_size,
             global_attn_indexes=tuple(int(i) for i in global_attn_blocks))
-        scale, shift = renormalisation(input_mean, input_std, pixel_mean, pixel_std)
-        self.register_buffer("scale", scale, persistent=False)
-        self.register_buffer("shift", shift, persistent=False)
-        if weights:
-            self.load_checkpoint(weights)
-        else:
-            logger.warning("SAM encoder has random weights (MODEL.SAM.WEIGHTS is empty): a full model "
-                           "checkpoint (MODEL.WEIGHTS) must provide them")
-        freeze(self, frozen, loaded_from_file=bool(weights))
+        register_renormalisation(self, input_mean, input_std, pixel_mean, pixel_std)
+        load_and_freeze(self, weights, frozen, self.load_checkpoint, "SAM encoder", "MODEL.SAM.WEIGHTS")
 
     @classmethod
     def from_config(cls, cfg, out_indices: Optional[Sequence[int]] = None) -> "SAMEncoder":

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from ...errors import check_path
-from .frozen import freeze, load_state_strictly
-from .sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD, read_sam_checkpoint, renormalisation, to_encoder_input
+from .frozen import load_and_freeze, load_state_strictly
+from .sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD, read_sam_checkpoint, register_renormalisation, to_encoder_input
 
 logger = logging.getLogger(__name__)
 
@@ -92,15 +92,8 @@ class SAMHieraEncoder(nn.Module):
         self.out_chans = FPN_DIM
         self.input_size = int(input_size)
         self.frozen = frozen
-        scale, shift = renormalisation(input_mean, input_std, pixel_mean, pixel_std)
-        self.register_buffer("scale", scale, persistent=False)
-        self.register_buffer("shift", shift, persistent=False)
-        if weights:
-            self.load_checkpoint(weights)
-        else:
-            logger.warning("SAM 2 encoder has random weights (MODEL.SAM.WEIGHTS is empty): a full model "
-                           "checkpoint (MODEL.WEIGHTS) must provide them")
-        freeze(self, frozen, loaded_from_file=bool(weights))
+        register_renormalisation(self, input_mean, input_std, pixel_mean, pixel_std)
+        load_and_freeze(self, weights, frozen, self.load_checkpoint, "SAM 2 encoder", "MODEL.SAM.WEIGHTS")
 
     @classmethod
     def from_config(cls, cfg) -> "SAMHieraEncoder":
