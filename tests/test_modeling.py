@@ -718,3 +718,62 @@ def test_stretch_padding_matches_official_postprocess(shared_model, size):
     reference = sem_seg_postprocess(probs[0], padded.image_sizes[0], *size)
     assert ours.shape == reference.shape
     assert torch.allclose(ours, reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["quick_gelu", "gelu"])
+def test_run_mlp_equals_open_clip_mlp(activation):
+    """The QuickGELU folding (alpha/beta of the two GEMMs + SiLU) equals open_clip's module:
+    outputs, input gradients and (full fine-tuning) weight gradients, to float rounding."""
+    import open_clip
+    from open_clip.transformer import QuickGELU
+
+    from ovrsis.modeling.encoders.clip import _register_bundled_configs, run_mlp
+
+    _register_bundled_configs()
+    torch.manual_seed(0)
+    mlp = open_clip.create_model("ovrsis-tiny-vit").visual.transformer.resblocks[0].mlp
+    if activation == "gelu":
+        mlp.gelu = torch.nn.GELU()
+    assert isinstance(mlp.gelu, QuickGELU) == (activation == "quick_gelu")
+    with torch.no_grad():  # non-zero biases so the folded bias scaling is exercised
+        mlp.c_fc.bias.normal_()
+        mlp.c_proj.bias.normal_()
+    x = torch.randn(3, 5, mlp.c_fc.in_features, requires_grad=True)
+    weights = [mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias]
+    grad = torch.randn(3, 5, mlp.c_proj.out_features)
+    results = []
+    for fn in (lambda: mlp(x), lambda: run_mlp(mlp, x)):
+        out = fn()
+        results.append((out, *torch.autograd.grad(out, [x, *weights], grad)))
+    for expected, got in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_clip_text_tower_equals_open_clip():
+    """The text tower run by CLIPEncoder (split q/k/v, fused MLP, sequence cut after the latest
+    end-of-text token) gives open_clip's own normalised text embeddings."""
+    model = tiny_model("MODEL.TEXT.TEMPLATES", ["a {}", "an aerial image of many {} next to a river"])
+    clip = model.clip
+    import open_clip
+
+    reference = open_clip.create_model("ovrsis-tiny-vit")
+    state = {k: v for k, v in reference.state_dict().items()}
+    for i, block in enumerate(clip.transformer.resblocks):  # copy ovrsis' weights into the fused layout
+        prefix = f"transformer.resblocks.{i}.attn."
+        state[prefix + "in_proj_weight"] = torch.cat(
+            [block.attn.q_proj_weight, block.attn.k_proj_weight, block.attn.v_proj_weight]).detach()
+        state[prefix + "in_proj_bias"] = block.attn.in_proj_bias.detach()
+        for key in ("out_proj.weight", "out_proj.bias"):
+            state[prefix + key] = dict(block.attn.named_parameters())[key].detach()
+        for key, value in block.named_parameters():
+            if not key.startswith("attn."):
+                state[f"transformer.resblocks.{i}.{key}"] = value.detach()
+    for key in ("token_embedding.weight", "positional_embedding", "ln_final.weight", "ln_final.bias",
+                "text_projection"):
+        state[key] = clip.state_dict()[key]
+    reference.load_state_dict(state)
+    reference.eval()
+    texts, _ = expand_prompts(CLASSES, clip.templates, "first")
+    with torch.no_grad():
+        expected = F.normalize(reference.encode_text(clip.tokenizer(texts)), dim=-1)
+    torch.testing.assert_close(clip.encode_text(CLASSES).flatten(0, 1), expected, rtol=1e-5, atol=1e-5)

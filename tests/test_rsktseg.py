@@ -264,7 +264,7 @@ def test_guidance_clip_is_frozen_and_runs_only_needed_blocks():
     assert not enc.training and _n(enc, True) == 0
     calls = []
     for i, blk in enumerate(enc.visual.transformer.resblocks):
-        blk.mlp.register_forward_hook(lambda m, a, o, i=i: calls.append(i))
+        blk.ln_2.register_forward_hook(lambda m, a, o, i=i: calls.append(i))
     with torch.enable_grad():
         (out,) = enc(torch.randn(1, 3, 64, 64, requires_grad=True))
     assert calls == [0, 1]  # blocks 2 and 3 are never run
