@@ -49,8 +49,8 @@ class CATSegAggregator(nn.Module):
         channels = [cost_channels] if isinstance(cost_channels, int) else list(cost_channels)
         self.cost_embed = build_cost_embedding(cost_fusion, channels, hidden_dim)
         self.appearance_proj = nn.Sequential(
-            nn.Conv2d(appearance_dim or clip_dim, appearance_proj_dim, kernel_size=3, padding=1), nn.ReLU())
-        self.text_proj = nn.Sequential(nn.Linear(clip_dim, text_proj_dim), nn.ReLU())
+            nn.Conv2d(appearance_dim or clip_dim, appearance_proj_dim, kernel_size=3, padding=1), nn.ReLU(inplace=True))
+        self.text_proj = nn.Sequential(nn.Linear(clip_dim, text_proj_dim), nn.ReLU(inplace=True))
         self.layers = nn.ModuleList([
             AggregationLayer(hidden_dim, appearance_proj_dim, text_proj_dim, resolution, num_heads, window,
                              attention, pad_len, pooling_train, pooling_test)

@@ -43,7 +43,7 @@ class ClassAttention(nn.Module):
         self.q = nn.Linear(dim + guidance_dim, dim)
         self.k = nn.Linear(dim + guidance_dim, dim)
         self.v = nn.Linear(dim, dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, dim * 4), nn.ReLU(), nn.Linear(dim * 4, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, dim * 4), nn.ReLU(inplace=True), nn.Linear(dim * 4, dim))
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.pad_len = pad_len

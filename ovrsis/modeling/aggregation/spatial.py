@@ -76,12 +76,12 @@ class GuidedWindowAttention(nn.Module):
         q = q.view(shape).transpose(1, 2)
         k = k.view(shape).transpose(1, 2)
         v = self.v(x).view(shape).transpose(1, 2)
-        if mask is not None:
-            num_windows = mask.shape[0]
-            q, k, v = (t.reshape(n // num_windows, num_windows, *t.shape[1:]) for t in (q, k, v))
-            mask = mask.unsqueeze(1).to(q.dtype)  # (nW, 1, L, L) broadcasts over images and heads
+        if mask is not None:  # window i of every map gets mask[i]: (n, 1, L, L), broadcast over heads.
+            # Materialised (a few MB) because the fused CPU kernel takes 4-D inputs only; a 5-D
+            # (maps, nW, heads, L, L) broadcast falls back to explicit softmax, ~3× slower.
+            mask = mask.to(q.dtype).repeat(n // mask.shape[0], 1, 1).unsqueeze(1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.proj(out.reshape(n, self.num_heads, length, -1).transpose(1, 2).reshape(n, length, self.dim))
+        return self.proj(out.transpose(1, 2).reshape(n, length, self.dim))
 
 
 class Mlp(nn.Module):
