@@ -15,6 +15,8 @@ import torch
 
 _P = r"sem_seg_head\.predictor\."
 _A = _P + r"transformer\."
+_SPATIAL = r"layers\.(\d+)\.(?:swin_block|sptial_agg)\."  # group 1: the layer index
+_CLASS = r"layers\.(\d+)\.(?:attention|class_agg)\."
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,12 @@ class OfficialLayout:
         return out, unmatched
 
 
+def _stage(name: str, part: str, target: str):
+    """``<name>N.<part>.*`` (1-based stage N) → ``decoder.stages.(N-1).<target>.*``."""
+    return (_A + name + r"(\d)\." + part + r"\.(.*)",
+            lambda m: f"decoder.stages.{int(m.group(1)) - 1}.{target}.{m.group(2)}")
+
+
 CATSEG = OfficialLayout(
     name="CAT-Seg layout (cvlab-kaist/CAT-Seg; also OVRS, caoql98/OVRS; Pi-Seg, LiBingyu01/Pi-Seg)",
     marker="sem_seg_head.predictor.",
@@ -50,17 +58,19 @@ CATSEG = OfficialLayout(
         (_A + r"conv1\.(.*)", r"aggregator.cost_embed.\1"),
         (_A + r"guidance_projection\.(.*)", r"aggregator.appearance_proj.\1"),
         (_A + r"text_guidance_projection\.(.*)", r"aggregator.text_proj.\1"),
-        (_A + r"layers\.(\d+)\.swin_block\.block_1\.(.*)", r"aggregator.layers.\1.spatial.blocks.0.\2"),
-        (_A + r"layers\.(\d+)\.swin_block\.block_2\.(.*)", r"aggregator.layers.\1.spatial.blocks.1.\2"),
-        (_A + r"layers\.(\d+)\.swin_block\.guidance_norm\.(.*)", r"aggregator.layers.\1.spatial.guidance_norm.\2"),
-        (_A + r"layers\.(\d+)\.attention\.attention\.(q|k|v)\.(.*)", r"aggregator.layers.\1.classes.attn.\2.\3"),
-        (_A + r"layers\.(\d+)\.attention\.MLP\.(.*)", r"aggregator.layers.\1.classes.attn.mlp.\2"),
-        (_A + r"layers\.(\d+)\.attention\.(norm1|norm2|padding_tokens|padding_guidance)(.*)",
-         r"aggregator.layers.\1.classes.attn.\2\3"),
+        # the layer parts are swin_block / attention in CAT-Seg, sptial_agg / class_agg in Pi-Seg
+        # (Decoder/Cost_Aggregation.py): one rule each for both names
+        (_A + _SPATIAL + r"block_1\.(.*)", r"aggregator.layers.\1.spatial.blocks.0.\2"),
+        (_A + _SPATIAL + r"block_2\.(.*)", r"aggregator.layers.\1.spatial.blocks.1.\2"),
+        (_A + _SPATIAL + r"guidance_norm\.(.*)", r"aggregator.layers.\1.spatial.guidance_norm.\2"),
+        (_A + _CLASS + r"attention\.(q|k|v)\.(.*)", r"aggregator.layers.\1.classes.attn.\2.\3"),
+        (_A + _CLASS + r"MLP\.(.*)", r"aggregator.layers.\1.classes.attn.mlp.\2"),
+        (_A + _CLASS + r"(norm1|norm2|padding_tokens|padding_guidance)(.*)", r"aggregator.layers.\1.classes.attn.\2\3"),
         (_A + r"decoder_guidance_projection\.(.*)", r"decoder.guidance_proj.0.\1"),
-        (_A + r"decoder(\d)\.up\.(.*)", lambda m: f"decoder.stages.{int(m.group(1)) - 1}.up.{m.group(2)}"),
-        (_A + r"decoder(\d)\.conv\.double_conv\.(.*)", lambda m: f"decoder.stages.{int(m.group(1)) - 1}.conv.{m.group(2)}"),
-        (_A + r"decoder(\d)\.(cconv|sconv)\.(.*)", lambda m: f"decoder.stages.{int(m.group(1)) - 1}.{m.group(2)}.{m.group(3)}"),
+        _stage("decoder", "up", "up"),
+        _stage("decoder", r"conv\.double_conv", "conv"),
+        _stage("decoder", "cconv", "cconv"),  # OVRS's attention-aware upsampling
+        _stage("decoder", "sconv", "sconv"),
         (_A + r"head\.(.*)", r"decoder.head.\1"),
         # Pi-Seg's perturbation modules (cat_seg/pini_vpn.py): Image-SPM, Text-SPM
         (_P + r"image_vpn\.cross_attn\.fc_(q|k|v)\.(weight|bias)", r"perturbation.image.attn.\1.\2"),
@@ -68,24 +78,9 @@ CATSEG = OfficialLayout(
         (_P + r"image_vpn\.fc_variance\.(weight|bias)", r"perturbation.image.sigma.\1"),
         (_P + r"text_vpn\.mu", r"perturbation.text.mu"),
         (_P + r"text_vpn\.var", r"perturbation.text.sigma"),
-        # Pi-Seg names CAT-Seg's aggregation layer parts sptial_agg / class_agg (Decoder/Cost_Aggregation.py)
-        (_A + r"layers\.(\d+)\.sptial_agg\.block_1\.(.*)", r"aggregator.layers.\1.spatial.blocks.0.\2"),
-        (_A + r"layers\.(\d+)\.sptial_agg\.block_2\.(.*)", r"aggregator.layers.\1.spatial.blocks.1.\2"),
-        (_A + r"layers\.(\d+)\.sptial_agg\.guidance_norm\.(.*)", r"aggregator.layers.\1.spatial.guidance_norm.\2"),
-        (_A + r"layers\.(\d+)\.class_agg\.attention\.(q|k|v)\.(.*)", r"aggregator.layers.\1.classes.attn.\2.\3"),
-        (_A + r"layers\.(\d+)\.class_agg\.MLP\.(.*)", r"aggregator.layers.\1.classes.attn.mlp.\2"),
-        (_A + r"layers\.(\d+)\.class_agg\.(norm1|norm2|padding_tokens|padding_guidance)(.*)",
-         r"aggregator.layers.\1.classes.attn.\2\3"),
     ),
-    dropped=(_A + r"layers\.\d+\.swin_block\.block_\d\.attn_mask",
-             _A + r"layers\.\d+\.sptial_agg\.block_\d\.attn_mask"),  # Pi-Seg's name
+    dropped=(_A + _SPATIAL + r"block_\d\.attn_mask",),
 )
-
-def _stage(name: str, part: str, target: str):
-    """``<name>N.<part>.*`` (1-based stage N) → ``decoder.stages.(N-1).<target>.*``."""
-    return (_A + name + r"(\d)\." + part + r"\.(.*)",
-            lambda m: f"decoder.stages.{int(m.group(1)) - 1}.{target}.{m.group(2)}")
-
 
 GSNET = OfficialLayout(
     name="GSNet (yecy749/CAT-Seg, model Ver09c)",
