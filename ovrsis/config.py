@@ -24,7 +24,7 @@ def add_ovrsis_config(cfg: CN) -> None:
     # --- CLIP encoder (open_clip) -------------------------------------------------------
     cfg.MODEL.CLIP = CN()
     cfg.MODEL.CLIP.ARCH = "ViT-B-16-quickgelu"  # open_clip model name (or a bundled ovrsis-* config)
-    cfg.MODEL.CLIP.PRETRAINED = ""  # open_clip pretrained tag ("openai"), a local file, or "" = random
+    cfg.MODEL.CLIP.PRETRAINED = ""  # open_clip pretrained tag ("openai"), a local file (open_clip state dict or OpenAI TorchScript .pt), or "" = random
     cfg.MODEL.CLIP.ALLOW_DOWNLOAD = False  # a pretrained *tag* may download only when this is True
     cfg.MODEL.CLIP.IMAGE_SIZE = 384  # CLIP input side; images are squashed to it (aspect ignored)
     cfg.MODEL.CLIP.FINETUNE = "attention"  # none | attention (q/v weights) | full (all blocks)
@@ -66,7 +66,7 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.RS_CLIP = CN()
     cfg.MODEL.RS_CLIP.ENABLED = False  # build the stream (source "rs_clip" in MODEL.DECODER.GUIDANCE_SOURCES)
     cfg.MODEL.RS_CLIP.ARCH = "ViT-B-32-quickgelu"  # open_clip model name (RSKT-Seg builds RemoteCLIP as OpenAI ViT-B/32)
-    cfg.MODEL.RS_CLIP.WEIGHTS = ""  # local open_clip state dict (RemoteCLIP-ViT-B-32.pt, GeoRSCLIP, SkyCLIP); "" = from MODEL.WEIGHTS
+    cfg.MODEL.RS_CLIP.WEIGHTS = ""  # local open_clip state dict (RemoteCLIP-ViT-B-32.pt, GeoRSCLIP, SkyCLIP) or OpenAI TorchScript .pt; "" = from MODEL.WEIGHTS
     cfg.MODEL.RS_CLIP.IMAGE_SIZE = 768  # input side (RemoteCLIP ViT-B/32: 768 -> 24x24 tokens, the CLIP grid)
     cfg.MODEL.RS_CLIP.GUIDANCE_LAYERS = [3, 7]  # blocks (raw residual stream) guiding decoder stages 1, 2
     cfg.MODEL.RS_CLIP.TEXT_TOWER = False  # hold the never-run text tower (official build and parameter count)

@@ -25,6 +25,7 @@ from detectron2.modeling import build_model
 import ovrsis.modeling  # noqa: F401
 from ovrsis.checkpoint import RSKTSEG, OVRSISCheckpointer, detect_layout
 from ovrsis.config import add_ovrsis_config
+from ovrsis.errors import ConfigError
 from ovrsis.modeling.aggregation.efficient import (EfficientAggregationLayer, EfficientAggregator,
                                                    EfficientClassBlock, EfficientSpatialBlock)
 from ovrsis.modeling.cost.fusion import (ConcatCostEmbedding, MeanCostEmbedding, QueryGuidedFusion,
@@ -235,7 +236,7 @@ def test_guidance_clip_wrong_architecture_is_a_clear_error(tmp_path):
         GuidanceCLIPEncoder("ovrsis-tiny-vit", weights=str(path), image_size=64, out_indices=(1, 2))
     msg = str(err.value)
     assert str(path) in msg and "patch 16" in msg and "patch 8" in msg and "1 missing" in msg and "another shape" in msg
-    with pytest.raises(FileNotFoundError, match="MODEL.RS_CLIP.WEIGHTS"):
+    with pytest.raises(ConfigError, match="MODEL.RS_CLIP.WEIGHTS"):
         GuidanceCLIPEncoder("ovrsis-tiny-vit", weights=str(tmp_path / "nope.pt"), out_indices=(1,))
     with pytest.raises(ValueError, match="out of range"):
         GuidanceCLIPEncoder("ovrsis-tiny-vit", out_indices=(4,))

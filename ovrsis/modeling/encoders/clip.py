@@ -22,7 +22,9 @@ from torch import nn
 from ...data.vocabulary import split_subprompts
 from ...errors import ConfigError, check_path
 from ..checkpointing import checkpointed
+from .clip_files import check_activation, describe_vit, is_torchscript_archive, read_clip_file
 from .dino import POS_EMBED_RESIZE, resize_pos_embed
+from .frozen import load_state_strictly
 
 logger = logging.getLogger(__name__)
 
@@ -247,15 +249,31 @@ class CLIPEncoder(nn.Module):
     # ------------------------------------------------------------------ set-up
     @staticmethod
     def _load_pretrained(model: nn.Module, arch: str, pretrained: str, allow_download: bool) -> None:
-        """A local file, or an open_clip tag resolved from the local Hugging Face cache;
-        a tag that is not cached downloads only when ``allow_download`` is set."""
+        """A local file (open_clip state dict, or an OpenAI TorchScript archive converted to
+        open_clip's layout and loaded strictly: :mod:`.clip_files`), or an open_clip tag resolved
+        from the local Hugging Face cache; a tag that is not cached downloads only when
+        ``allow_download`` is set. The weights' activation must match ``arch``'s
+        (:func:`~.clip_files.check_activation`)."""
         import open_clip
 
-        if os.path.exists(pretrained) or os.sep in pretrained or pretrained.endswith(
-                (".pt", ".pth", ".bin", ".safetensors")):
+        is_file = os.path.exists(pretrained) or os.sep in pretrained or pretrained.endswith(
+            (".pt", ".pth", ".bin", ".safetensors"))
+        if is_file:
             path = check_path(pretrained, "MODEL.CLIP.PRETRAINED", "file",
-                              f"an open_clip state dict for {arch}, or an open_clip tag such as 'openai'")
+                              f"an open_clip state dict for {arch}, an OpenAI TorchScript archive, or an open_clip "
+                              "tag such as 'openai'")
+            archive = is_torchscript_archive(path)
+            check_activation(model, arch, "MODEL.CLIP.ARCH", pretrained, "MODEL.CLIP.PRETRAINED", openai_archive=archive)
+            if archive:
+                state = read_clip_file(path, "MODEL.CLIP.PRETRAINED").state
+                loaded = load_state_strictly(model, state, f"{path}: OpenAI CLIP archive does not match MODEL.CLIP.ARCH "
+                                             f"{arch!r}. File image tower: {describe_vit(state)}; model: "
+                                             f"{describe_vit(model.state_dict())}")
+                logger.info("Loaded CLIP weights from the OpenAI TorchScript archive %s: all %d tensors matched "
+                            "(open_clip layout, cast from %s)", path, loaded, next(iter(state.values())).dtype)
+                return
         else:
+            check_activation(model, arch, "MODEL.CLIP.ARCH", pretrained, "MODEL.CLIP.PRETRAINED", is_tag=True)
             path = _cached_pretrained(arch, pretrained)
             if path is None:
                 if not allow_download:

@@ -6,7 +6,8 @@ residual stream after blocks 3 and 7 (768-d, no ln_post/proj) becomes decoder gu
 text tower is built and loaded by the official code but never run, and no RemoteCLIP cost is
 computed. Any open_clip vision tower can play this role: ``MODEL.RS_CLIP.ARCH`` names the
 open_clip architecture and ``MODEL.RS_CLIP.WEIGHTS`` the local file (RemoteCLIP ViT-B-32 /
-ViT-L-14, GeoRSCLIP and SkyCLIP ViT-L-14 are open_clip state dicts), so a config picks it.
+ViT-L-14, GeoRSCLIP and SkyCLIP ViT-L-14 are open_clip state dicts; OpenAI's TorchScript
+archives load too: :mod:`.clip_files`), so a config picks it.
 
 Only the blocks up to the deepest tap run (the official code runs all 12 plus ln_post/proj and
 discards them). The text tower is held only when asked (``MODEL.RS_CLIP.TEXT_TOWER``), to
@@ -16,8 +17,6 @@ never run either way.
 from __future__ import annotations
 
 import logging
-import math
-import os
 from typing import Dict, List, Mapping, Sequence
 
 import torch
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .clip import SplitQKVAttention, _register_bundled_configs, _run_block, _split_attention
+from .clip_files import check_activation, describe_vit, read_clip_file
 from .dino import resize_pos_embed
 from .frozen import load_and_freeze, load_state_strictly
 
@@ -32,32 +32,6 @@ logger = logging.getLogger(__name__)
 
 TEXT_TOWER_NAMES = ("transformer", "token_embedding", "positional_embedding", "ln_final", "text_projection",
                     "logit_scale")
-
-
-def read_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """Tensors of a CLIP checkpoint file: a plain state dict (RemoteCLIP's open_clip files), or a
-    dict holding one under ``state_dict``/``model``; ``module.`` prefixes are stripped.
-
-    Loaded with ``weights_only=True`` (tensors only). Raises FileNotFoundError for a missing file
-    and ValueError for a file that holds no state dict.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"MODEL.RS_CLIP.WEIGHTS: no such file {path!r}")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a TorchScript archive or a pickle with non-tensor objects
-        raise ValueError(f"{path}: not a CLIP state dict readable with weights_only=True ({type(e).__name__}: {e}); "
-                         "give an open_clip state dict (e.g. RemoteCLIP-ViT-B-32.pt)") from e
-    for key in ("state_dict", "model"):
-        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
-            loaded = loaded[key]
-    if not isinstance(loaded, Mapping):
-        raise ValueError(f"{path}: not a CLIP state dict (got {type(loaded).__name__})")
-    state = {}
-    for name, value in loaded.items():
-        if torch.is_tensor(value):
-            state[name[len("module."):] if name.startswith("module.") else name] = value
-    return state
 
 
 def split_qkv(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -73,17 +47,6 @@ def split_qkv(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         else:
             out[name] = value
     return out
-
-
-def describe_vit(state: Mapping[str, torch.Tensor], prefix: str = "visual.") -> str:
-    """'width W, N blocks, patch P, G×G positions' of a CLIP ViT state dict's image tower."""
-    conv = state.get(prefix + "conv1.weight")
-    if conv is None:
-        return "no ViT image tower (no visual.conv1.weight)"
-    blocks = {k.split(".")[3] for k in state if k.startswith(prefix + "transformer.resblocks.")}
-    pos = state.get(prefix + "positional_embedding")
-    grid = f", {math.isqrt(pos.shape[0] - 1)}² positions" if pos is not None else ""
-    return f"width {conv.shape[0]}, {len(blocks)} blocks, patch {conv.shape[-1]}{grid}"
 
 
 class GuidanceCLIPEncoder(nn.Module):
@@ -153,7 +116,10 @@ class GuidanceCLIPEncoder(nn.Module):
         the file, the counts and examples of missing, unexpected and mis-shaped keys and both
         image towers' shapes when the file holds another architecture (a CheckpointError).
         """
-        state = split_qkv(read_clip_state_dict(path))
+        clip_file = read_clip_file(path, "MODEL.RS_CLIP.WEIGHTS")
+        check_activation(self, self.arch, "MODEL.RS_CLIP.ARCH", path, "MODEL.RS_CLIP.WEIGHTS",
+                         openai_archive=clip_file.openai_archive)
+        state = split_qkv(clip_file.state)
         skipped = 0
         if not self.text_tower:
             kept = {k: v for k, v in state.items() if k.startswith("visual.")}
