@@ -34,8 +34,10 @@ def main(argv: list[str] | None = None) -> None:
         ids = {i: seen.classes.index(c) if c in seen.classes else 255 for i, c in enumerate(source.classes)}
         samples = load_folder_dataset(source_name, image_dir, mask_dir, source.image_ext, source.mask_ext)
         sources = [Source(s["image_id"], Path(s["file_name"]), Path(s["sem_seg_file_name"])) for s in samples]
-        prepare(sources, [Target(name, IdMap(ids | {source.ignore_value: 255}))], args.root, recipe=name)
-        check_dataset(RECORDS[name.replace("_train_seen", "_val")], args.root)
+        prepare(sources, [Target(name, IdMap(ids | {source.ignore_value: 255}))], args.root, recipe=name,
+                dry_run=args.dry_run)
+        if not args.dry_run:
+            check_dataset(RECORDS[name.replace("_train_seen", "_val")], args.root)
 
 
 if __name__ == "__main__":

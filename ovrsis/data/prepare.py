@@ -1,91 +1,269 @@
 """Shared machinery of the ``datasets/prepare_*.py`` scripts: raw download → registered layout.
 
-Why one module: every benchmark is built the same way (datasets.md §1.1): pair a raw
-image with its raw label, turn the label into contiguous ids (colour table, id table or
-threshold), optionally cut tiles, write image/mask pairs into the folders of a catalog
-record, then check the result against that record's class list. A script only says
-where its raw files are and which :class:`Target` records they feed.
+Why one module: every benchmark is built the same way (datasets.md §1.1): find the raw
+images and labels in the release as it ships (:class:`RawDownload`: folders or archives,
+known release quirks handled by name and counted), pair them, read them through the runtime
+readers (:func:`read_image`: :mod:`ovrsis.data.raster`; labels: :func:`read_mask` or, for
+colour tables, :func:`~ovrsis.data.raster.read_raster`), turn the label into contiguous ids
+(colour table, id table or threshold), optionally cut tiles, write image/mask pairs into the
+folders of a catalog record, then check the result against that record's class list. A
+script only says what the release looks like and which :class:`Target` records it feeds.
+
+Reading rules (no silent conversion): an image is copied byte for byte only when it already
+is 8-bit, 3-band RGB in the output format; otherwise it is converted by the ``--bands`` /
+``--scaling`` / ``--range`` / ``--percentiles`` flags (the meaning of ``INPUT.RASTER``), or
+refused with a message naming the file and the flag. A single-band image where RGB is
+expected is refused unless ``--bands 1`` (grey) is given or the release is known to ship
+grey images (a named quirk). CMYK/Lab files are refused by the reader.
 
 Re-runs are safe: files are written atomically, and each finished (raw sample, target)
 pair leaves a marker holding the recipe's fingerprint, so an interrupted run resumes and
-a changed recipe redoes only what it changes.
+a changed recipe redoes only what it changes. ``--dry-run`` reads headers only and reports
+what would be read and written, per split.
 """
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import os
 import shutil
 import sys
+import tarfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from ..modeling.tiling import tile_starts
+from .archives import Archive, find_archives, members, open_zip, unpack
 from .benchmarks.catalog import RECORDS
 from .benchmarks.records import DatasetRecord
-from .folder_dataset import DatasetError, dataset_root, load_folder_dataset, read_mask
+from .folder_dataset import DatasetError, _image_size, dataset_root, load_folder_dataset, read_mask
+from .raster import SCALINGS, RasterError, RasterSettings, dataset_percentiles, read_raster, to_rgb8
 
 Image.MAX_IMAGE_PIXELS = None  # ISPRS/DOTA/Inria tiles exceed PIL's decompression-bomb guard
 STATE_DIR = ".prepare_state"
+FLAG_KEY = "PREPARE"  # RasterSettings.key: its messages are rewritten to name the flags below
+_FLAGS = {f"{FLAG_KEY}.BANDS": "--bands", f"{FLAG_KEY}.SCALING": "--scaling", f"{FLAG_KEY}.RANGE": "--range",
+          f"{FLAG_KEY}.PERCENTILES": "--percentiles"}
 _EXAMPLES = 5
+_LISTED = 15
+_MAGIC = {".png": (b"\x89PNG",), ".jpg": (b"\xff\xd8",), ".jpeg": (b"\xff\xd8",),
+          ".tif": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"), ".tiff": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")}
+
+
+# --- the raw download ---------------------------------------------------------------------------
+
+class RawDownload:
+    """The raw download of one dataset as the user has it.
+
+    ``raw`` is a folder (extracted files and/or archives) or one archive file. Every archive
+    (zip, split zip ``X.z01 … X.zip``, tar) is unpacked once under
+    ``<root>/.prepare_state/unpacked/<its path under raw>/`` (:mod:`ovrsis.data.archives`);
+    :meth:`files` searches the folder and everything unpacked. With ``dry_run`` nothing is
+    unpacked: archive members are listed by name instead.
+
+    ``expected`` is the release layout the script reads (written in every error, with a
+    listing of what was found). Release quirks a script handles by name are recorded with
+    :meth:`skip` (files left out) and :meth:`note` (files converted by a stated rule) and
+    printed by :func:`prepare`.
+    """
+
+    def __init__(self, raw: Path, root: str, expected: str, *, dry_run: bool = False,
+                 settings: RasterSettings | None = None) -> None:
+        self.raw = Path(raw)
+        self.expected = expected
+        self.dry_run = dry_run
+        self.settings = settings or RasterSettings(key=FLAG_KEY)
+        self.skipped: dict[str, list[Path]] = {}
+        self.noted: dict[str, list[Path]] = {}
+        self.folders: list[Path] = [self.raw] if self.raw.is_dir() else []
+        self.pending: list[tuple[Archive, Path]] = []
+        self._virtual: dict[Path, tuple[Archive, str]] = {}
+        base = self.raw if self.raw.is_dir() else self.raw.parent
+        for archive in find_archives(self.raw):
+            dest = Path(root, STATE_DIR, "unpacked", archive.path.parent.relative_to(base), archive.name)
+            if dry_run and not _unpacked(archive, dest):
+                self.pending.append((archive, dest))
+                for name in members(archive):
+                    self._virtual[dest / name] = (archive, name)
+                continue
+            unpack(archive, dest)
+            self.folders.append(dest)
+
+    def files(self, pattern: str = "*", under: str | None = None) -> list[Path]:
+        """Files (sorted) whose name matches the glob ``pattern``, anywhere in the download;
+        ``under``: only those with a folder of that name (or path tail, ``a/b``) above them."""
+        found = {p for folder in self.folders for p in folder.rglob(pattern) if p.is_file()}
+        found |= {p for p in self._virtual if fnmatch.fnmatch(p.name, pattern)}
+        found = {p for p in found if not any(part.startswith(".") for part in p.parts[-2:])}
+        if under is not None:
+            tail = tuple(Path(under).parts)
+            found = {p for p in found if any(p.parts[i:i + len(tail)] == tail for i in range(len(p.parts) - 1))}
+        return sorted(found)
+
+    def glob(self, pattern: str, suffixes: Sequence[str] = ()) -> list[Path]:
+        """Files whose path ends with the relative glob ``pattern`` (``val/image/*``), anywhere in
+        the download; ``suffixes``: only these (case-insensitive)."""
+        return [p for p in self.files() if p.match(pattern) and (not suffixes or p.suffix.lower() in suffixes)]
+
+    def read_text(self, path: Path) -> str:
+        """A small text file of the download (split lists), also from a not-yet-unpacked archive."""
+        if path in self._virtual:
+            archive, name = self._virtual[path]
+            if archive.kind == "tar":
+                with tarfile.open(archive.path) as tar:
+                    return tar.extractfile(name).read().decode()
+            with open_zip(archive) as zf:
+                return zf.read(name).decode()
+        return path.read_text()
+
+    def exists(self, path: Path) -> bool:
+        return path.is_file() or path in self._virtual
+
+    def skip(self, quirk: str, paths: Iterable[Path]) -> None:
+        """Leave ``paths`` out under the named release quirk (counted in the log)."""
+        paths = list(paths)
+        if paths:
+            self.skipped.setdefault(quirk, []).extend(paths)
+
+    def note(self, quirk: str, path: Path) -> None:
+        """Record that ``path`` was converted by the stated rule of a named quirk."""
+        self.noted.setdefault(quirk, []).append(path)
+
+    def error(self, problem: str) -> DatasetError:
+        """``problem``, the expected layout and a listing of what the download holds."""
+        return DatasetError(f"{problem}\n  expected (release layout): {self.expected}\n{self.describe()}")
+
+    def describe(self) -> str:
+        files = self.files()
+        listed = [str(_shown(p, self.raw)) for p in files[:_LISTED]]
+        kinds = Counter(p.suffix.lower() or "(none)" for p in files)
+        lines = [f"  found under {self.raw}: {len(files)} files ({', '.join(f'{n} {k}' for k, n in kinds.most_common())})"]
+        lines += [f"    {name}" for name in listed]
+        if len(files) > _LISTED:
+            lines.append(f"    … and {len(files) - _LISTED} more")
+        if self.folders and any(f != self.raw for f in self.folders):
+            lines.append("  (archives were unpacked under " + ", ".join(str(f) for f in self.folders if f != self.raw)
+                         + ")")
+        return "\n".join(lines)
+
+    def report(self) -> None:
+        for quirk, paths in self.skipped.items():
+            print(f"release quirk handled: {quirk}: {len(paths)} file(s) left out "
+                  f"(e.g. {[p.name for p in paths[:3]]})")
+        for quirk, paths in self.noted.items():
+            print(f"release quirk handled: {quirk}: {len(paths)} file(s) (e.g. {[p.name for p in paths[:3]]})")
+
+
+def _unpacked(archive: Archive, dest: Path) -> bool:
+    marker = dest / ".ovrsis-unpacked"
+    return marker.is_file() and marker.read_text() == archive.fingerprint()
+
+
+def _shown(path: Path, raw: Path) -> Path:
+    for base in (raw, raw.parent):
+        try:
+            return path.relative_to(base)
+        except ValueError:
+            pass
+    parts = path.parts
+    return Path(*parts[parts.index("unpacked") + 1:]) if "unpacked" in parts else path
 
 
 # --- reading ------------------------------------------------------------------------------
 
-def read_rgb(path: Path) -> np.ndarray:
-    """H x W x 3 uint8 image. Multi-band TIFFs (FLAIR: R, G, B, NIR, elevation) keep their first
-    three bands; that needs ``tifffile``, as PIL does not read them."""
+def read_image(path: Path, settings: RasterSettings, bands: tuple[int, ...] = (),
+               grey_quirk: str | None = None, raw: RawDownload | None = None) -> tuple[np.ndarray, bool]:
+    """H x W x 3 uint8 RGB through the runtime reader, and whether the file already held exactly that.
+
+    ``bands``: the release's documented band order for this file (e.g. FLAIR R, G, B, NIR,
+    elevation → ``(1, 2, 3)``), used unless the user passed ``--bands``. A single-band image is
+    refused unless ``--bands 1`` is given or ``grey_quirk`` names the release's known grey
+    images (they are then replicated to grey RGB and counted under that name).
+
+    Raises:
+        DatasetError: unreadable file, or a conversion only the user can choose, naming the
+        file and the flag (``--bands``, ``--scaling``, ``--range``).
+    """
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as err:
-        if path.suffix.lower() not in (".tif", ".tiff"):
-            raise DatasetError(f"cannot read image {path}: {err}") from err
-        pil_error = err
+        array, info = read_raster(str(path))
+    except RasterError as err:
+        raise DatasetError(_flag_message(str(err))) from err
+    if not settings.bands and bands:
+        settings = replace(settings, bands=bands)
+    if array.shape[2] == 1 and not settings.bands:
+        if grey_quirk is None:
+            raise DatasetError(
+                f"image {info.describe()} has a single band where an RGB image is expected (a grey or "
+                "mis-exported tile would give grey crops); pass --bands 1 to write it as grey RGB, or replace the file")
+        if raw is not None:
+            raw.note(grey_quirk, path)
+        settings = replace(settings, bands=(1,))
     try:
-        import tifffile
-    except ImportError:
-        raise DatasetError(f"cannot read image {path} with PIL ({pil_error}); multi-band TIFFs need "
-                           "`pip install tifffile`") from pil_error
-    try:
-        bands = tifffile.imread(path)
-    except Exception as err:  # tifffile raises many types for broken files
-        raise DatasetError(f"cannot read image {path}: {err}") from err
-    if bands.ndim == 3 and bands.shape[0] < min(bands.shape[1:]):  # channels first
-        bands = np.moveaxis(bands, 0, -1)
-    if bands.ndim != 3 or bands.shape[-1] < 3 or bands.dtype != np.uint8:
-        raise DatasetError(f"image {path}: expected >= 3 uint8 bands, got {bands.shape} {bands.dtype}")
-    return np.ascontiguousarray(bands[..., :3])
+        rgb = to_rgb8(array, info, settings)
+    except RasterError as err:
+        raise DatasetError(_flag_message(str(err))) from err
+    exact = (array.dtype == np.uint8 and array.shape[2] == 3 and settings.bands in ((), (1, 2, 3))
+             and settings.scaling == "auto" and info.nodata is None)
+    return rgb, exact
 
 
-def read_label(path: Path) -> np.ndarray:
-    """A raw label as stored: H x W ids (palette PNGs give indices) or H x W x 3 colours."""
-    label = read_mask(str(path))
-    if label.ndim == 3:
-        label = label[..., :3]  # drop alpha
-    return label
+def read_label(path: Path, colours: bool) -> np.ndarray:
+    """A raw label as stored, through the runtime readers.
+
+    ``colours=False``: :func:`read_mask` — H x W ids (palette PNGs give their indices,
+    16-bit values kept) or H x W x C for multi-band files. ``colours=True`` (colour tables):
+    :func:`read_raster` — H x W x 3 colours (palette PNGs give their palette colours); an alpha
+    band is dropped; a label that is not 8-bit is refused.
+    """
+    if not colours:
+        label = read_mask(str(path))
+        return label[..., :3] if label.ndim == 3 else label
+    try:
+        array, info = read_raster(str(path))
+    except RasterError as err:
+        raise DatasetError(str(err).replace("cannot read image", "cannot read label")) from err
+    if array.dtype != np.uint8:
+        raise DatasetError(f"label {info.describe()}: colour-coded labels must be 8-bit, got {array.dtype}")
+    return array[:, :, 0] if array.shape[2] == 1 else array[:, :, :3]
+
+
+def _flag_message(message: str) -> str:
+    for key, flag in _FLAGS.items():
+        message = message.replace(key, flag)
+    return message
 
 
 # --- label conversion -----------------------------------------------------------------------
 
 class LabelMap:
-    """Raw label → contiguous ids. ``key`` enters the recipe fingerprint."""
+    """Raw label → contiguous ids. ``key`` enters the recipe fingerprint; ``colours`` says
+    whether it reads colours (palette PNGs expanded) or ids (palette indices)."""
 
     key: str
+    colours: bool = False
 
     def __call__(self, label: np.ndarray, path: Path) -> np.ndarray:
         raise NotImplementedError
+
+    def quirks(self, label: np.ndarray) -> list[str]:
+        """Names of release quirks present in ``label`` (counted in the log)."""
+        return []
 
 
 class ColourMap(LabelMap):
     """Colour-coded labels: ``colours[i]`` → ``ids[i]`` (default ``i``), ``extra`` colours
     (e.g. black boundaries) to given ids. Any other colour is an error unless ``unknown``
     names the id it becomes."""
+
+    colours = True
 
     def __init__(self, colours: Sequence[tuple[int, int, int]], ids: Sequence[int] | None = None,
                  extra: Mapping[tuple[int, int, int], int] | None = None, unknown: int | None = None) -> None:
@@ -107,17 +285,21 @@ class ColourMap(LabelMap):
         if not known.all() and self._unknown is None:
             values, counts = np.unique(codes[~known], return_counts=True)
             shown = ", ".join(f"{_colour_of(v)} x{n}" for v, n in list(zip(values, counts))[:_EXAMPLES])
-            raise DatasetError(f"label {path} holds colours outside the class table: {shown}")
+            raise DatasetError(f"label {path} holds colours outside the class table: {shown} "
+                               "(pass --unknown-colour 255 to ignore them)")
         return np.where(known, self._ids[index], self._unknown or 0).astype(np.uint8)
 
 
 class IdMap(LabelMap):
     """Index labels: raw id → id through ``table``; raw ids not in it are an error unless
-    ``default`` names the id they become."""
+    ``default`` names the id they become. ``quirk_ids``: raw ids whose presence is a named
+    release quirk (mapped by ``table`` like any other, and counted)."""
 
-    def __init__(self, table: Mapping[int, int], default: int | None = None) -> None:
+    def __init__(self, table: Mapping[int, int], default: int | None = None,
+                 quirk_ids: Mapping[int, str] | None = None) -> None:
         self._table = dict(table)
         self._default = default
+        self._quirk_ids = dict(quirk_ids or {})
         self.key = f"ids{sorted(self._table.items())}->default{default}"
 
     def __call__(self, label: np.ndarray, path: Path) -> np.ndarray:
@@ -133,17 +315,37 @@ class IdMap(LabelMap):
                                f"outside the conversion table {sorted(self._table)}")
         return np.where(unmapped, self._default or 0, mapped).astype(np.uint8)
 
+    def quirks(self, label: np.ndarray) -> list[str]:
+        return [name for raw, name in self._quirk_ids.items() if label.ndim == 2 and (label == raw).any()]
+
+
+class IdsOrColours(LabelMap):
+    """Releases distributed both ways (DLRSD): single-channel labels (index or palette PNGs,
+    read as indices) go through ``ids``, RGB labels through ``colours``."""
+
+    def __init__(self, ids: IdMap, colours: ColourMap) -> None:
+        self._ids, self._colours = ids, colours
+        self.key = f"{ids.key}|{colours.key}"
+
+    def __call__(self, label: np.ndarray, path: Path) -> np.ndarray:
+        return (self._ids if label.ndim == 2 else self._colours)(label, path)
+
 
 class Threshold(LabelMap):
-    """Binary tasks (§5): value >= ``at`` → 1 else 0 (SegEarth: 128; xBD: 1). Colour labels
-    are reduced to their brightest channel first."""
+    """Binary tasks (§5): value >= ``at`` → 1 else 0 (SegEarth-OV's converters: 128; xBD: 1).
+    Colour labels are first reduced to grey with OpenCV's BT.601 luma (0.299 R + 0.587 G +
+    0.114 B), which is what the converters' ``cv2.imread(..., IMREAD_GRAYSCALE)`` computes."""
 
     def __init__(self, at: int = 128) -> None:
         self._at = at
-        self.key = f"threshold{at}"
+        self.key = f"threshold{at}-luma"
 
     def __call__(self, label: np.ndarray, path: Path) -> np.ndarray:
-        gray = label.max(axis=-1) if label.ndim == 3 else label
+        if self._at > 1 and 0 < int(label.max()) < self._at:
+            raise DatasetError(f"label {path} holds values up to {int(label.max())} only, all below the threshold "
+                               f"{self._at}: it looks already converted (0/1); pass the release's 0/255 labels")
+        gray = cv2.cvtColor(np.ascontiguousarray(label.astype(np.uint8)), cv2.COLOR_RGB2GRAY) if label.ndim == 3 \
+            else label
         return (gray >= self._at).astype(np.uint8)
 
 
@@ -165,12 +367,14 @@ def _colour_of(code: int) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class Source:
-    """One raw image/label pair. ``group`` is its raw split (or any tag targets select on)."""
+    """One raw image/label pair. ``group`` is its raw split (or any tag targets select on);
+    ``bands``: the release's documented RGB band order for this image (``()``: the file's)."""
 
     stem: str
     image: Path
     label: Path
     group: str = ""
+    bands: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -201,35 +405,90 @@ class Target:
     def record(self) -> DatasetRecord:
         return RECORDS[self.dataset]
 
-    def fingerprint(self, recipe: str) -> str:
-        key = f"{recipe}|{self.dataset}|{self.labels.key if self.labels else 'copy'}|{self.tiling}"
+    def takes(self, source: Source) -> bool:
+        return not self.groups or source.group in self.groups
+
+    def fingerprint(self, recipe: str, settings: RasterSettings) -> str:
+        key = f"{recipe}|{self.dataset}|{self.labels.key if self.labels else 'copy'}|{self.tiling}|{settings.as_dict()}"
         return hashlib.sha1(key.encode()).hexdigest()
 
 
-def prepare(sources: Sequence[Source], targets: Sequence[Target], root: str | os.PathLike, recipe: str) -> None:
-    """Write every target's folders from ``sources``, skipping finished pairs, then check them."""
+def prepare(sources: Sequence[Source], targets: Sequence[Target], root: str | os.PathLike, recipe: str,
+            raw: RawDownload | None = None, grey_quirk: str | None = None, dry_run: bool | None = None) -> None:
+    """Write every target's folders from ``sources``, skipping finished pairs, then check them.
+
+    With ``dry_run`` (default: ``raw.dry_run``) only report what would be read and written.
+    ``grey_quirk``: the name of the release's known single-band images (see :func:`read_image`).
+    """
     root = str(root)
-    sources = [s for s in sources if any(not t.groups or s.group in t.groups for t in targets)]
+    settings = raw.settings if raw is not None else RasterSettings(key=FLAG_KEY)
+    sources = [s for s in sources if any(t.takes(s) for t in targets)]
     if not sources:
-        raise DatasetError("no raw image/label pairs found for the selected splits: check --raw and --splits "
-                           "(the layout each script expects is in its --help and datasets/README.md)")
+        problem = "no raw image/label pairs found for the selected splits"
+        if raw is not None:
+            raise raw.error(problem)
+        raise DatasetError(problem)
     _check_unique_stems(sources)
+    if dry_run if dry_run is not None else (raw is not None and raw.dry_run):
+        _dry_run(sources, targets, root, recipe, raw)
+        return
+    if settings.scaling == "percentile_dataset":
+        stats = dataset_percentiles([str(s.image) for s in sources], settings)
+        settings = replace(settings, dataset_stats=stats)
     done = skipped = 0
     for source in tqdm(sources, desc=recipe, unit="image", file=sys.stdout, mininterval=2):
-        todo = [t for t in targets if (not t.groups or source.group in t.groups)
-                and not _finished(root, t, source, recipe)]
+        todo = [t for t in targets if t.takes(source) and not _finished(root, t, source, recipe, settings)]
         if not todo:
             skipped += 1
             continue
-        _convert(source, todo, root)
+        _convert(source, todo, root, settings, grey_quirk, raw)
         for target in todo:
             marker = _marker(root, target, source)
             marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(target.fingerprint(recipe))
+            marker.write_text(target.fingerprint(recipe, settings))
         done += 1
     print(f"{recipe}: converted {done} raw images, {skipped} already prepared")
+    if raw is not None:
+        raw.report()
     for record in _unique_folders(t.record for t in targets):
         check_dataset(record, root)
+
+
+def _dry_run(sources: Sequence[Source], targets: Sequence[Target], root: str, recipe: str,
+             raw: RawDownload | None) -> None:
+    groups = Counter(s.group or "(all)" for s in sources)
+    base = raw.raw if raw is not None else Path(root)
+    print(f"{recipe} (dry run): would read {len(sources)} image/label pairs from {base} "
+          f"({', '.join(f'{g}: {n}' for g, n in sorted(groups.items()))})")
+    for archive, dest in raw.pending if raw is not None else ():
+        print(f"  would unpack {archive.describe()} ({archive.kind}) into {dest}")
+    for source in sources[:3]:
+        print(f"  e.g. {_shown(source.image, base)} + {_shown(source.label, base)} -> {source.stem}")
+    if raw is not None:
+        raw.report()
+    for target in targets:
+        taken = [s for s in sources if target.takes(s)]
+        image_dir, mask_dir = target.record.folders(root)
+        if target.tiling is None:
+            count = f"{len(taken)} images + {len(taken)} masks"
+        else:
+            tiles, unknown = 0, 0
+            for source in taken:
+                size = _image_size(str(source.image)) if source.image.is_file() else None
+                if size is None:
+                    unknown += 1
+                    continue
+                starts = [len(tile_starts(n, target.tiling.size, target.tiling.stride, target.tiling.remainder))
+                          for n in size]
+                tiles += starts[0] * starts[1]
+            count = (f"{'at most ' if target.tiling.drop_empty else ''}{tiles} "
+                     f"{target.tiling.size}x{target.tiling.size} tiles (+ masks)")
+            if unknown:
+                count += f" from {len(taken) - unknown} images; {unknown} more once unpacked"
+        splits = ", ".join(target.groups) if target.groups else "all"
+        print(f"  {target.dataset}: would write {count} from {len(taken)} raw images (splits: {splits}) into "
+              f"{image_dir} and {mask_dir}")
+    print(f"{recipe}: dry run, nothing written")
 
 
 def _check_unique_stems(sources: Sequence[Source]) -> None:
@@ -238,7 +497,8 @@ def _check_unique_stems(sources: Sequence[Source]) -> None:
     for source in sources:
         if source.stem in seen:
             raise DatasetError(f"two raw images map to the output stem {source.stem!r}: {seen[source.stem]} and "
-                               f"{source.image}")
+                               f"{source.image} (the same release extracted twice under --raw, or an archive next "
+                               "to its extracted folder? keep one)")
         seen[source.stem] = source.image
 
 
@@ -246,29 +506,41 @@ def _marker(root: str, target: Target, source: Source) -> Path:
     return Path(root, STATE_DIR, target.dataset, source.group, source.stem + ".done")
 
 
-def _finished(root: str, target: Target, source: Source, recipe: str) -> bool:
+def _finished(root: str, target: Target, source: Source, recipe: str, settings: RasterSettings) -> bool:
     marker = _marker(root, target, source)
-    return marker.is_file() and marker.read_text() == target.fingerprint(recipe)
+    return marker.is_file() and marker.read_text() == target.fingerprint(recipe, settings)
 
 
-def _convert(source: Source, targets: Sequence[Target], root: str) -> None:
-    image = read_rgb(source.image)
-    raw = read_label(source.label)
-    if raw.shape[:2] != image.shape[:2]:
-        raise DatasetError(f"label {source.label} is {raw.shape[1]}x{raw.shape[0]} but image {source.image} is "
-                           f"{image.shape[1]}x{image.shape[0]}")
+def _convert(source: Source, targets: Sequence[Target], root: str, settings: RasterSettings,
+             grey_quirk: str | None, raw: RawDownload | None) -> None:
+    image, exact = read_image(source.image, settings, source.bands, grey_quirk, raw)
+    labels: dict[bool, np.ndarray] = {}
+
+    def label_as(colours: bool) -> np.ndarray:
+        if colours not in labels:
+            labels[colours] = read_label(source.label, colours)
+            if labels[colours].shape[:2] != image.shape[:2]:
+                found = labels[colours]
+                raise DatasetError(f"label {source.label} is {found.shape[1]}x{found.shape[0]} but image "
+                                   f"{source.image} is {image.shape[1]}x{image.shape[0]}")
+        return labels[colours]
+
     written: dict[tuple, Path] = {}  # content key → first file written with it (later ones link)
     for target in targets:
         record = target.record
         image_dir, mask_dir = (Path(p) for p in record.folders(root))
-        ids = target.labels(raw, source.label) if target.labels else raw
+        raw_label = label_as(bool(target.labels and target.labels.colours))
+        ids = target.labels(raw_label, source.label) if target.labels else raw_label
+        if raw is not None and target.labels is not None:
+            for quirk in target.labels.quirks(raw_label):
+                raw.note(quirk, source.label)
         if ids.ndim != 2:
-            raise DatasetError(f"label {source.label} has shape {raw.shape}; {record.name} needs a single-channel id "
-                               "map (give the target a colour table)")
+            raise DatasetError(f"label {source.label} has shape {raw_label.shape}; {record.name} needs a "
+                               "single-channel id map (give the target a colour table)")
         image_ext = record.image_ext or ".png"
         label_key = target.labels.key if target.labels else "copy"
         if target.tiling is None:
-            copy_image = source.image.suffix.lower() == image_ext.lower()
+            copy_image = exact and source.image.suffix.lower() == image_ext.lower() and _content_matches(source, raw)
             copy_label = target.labels is None and source.label.suffix.lower() == record.mask_ext.lower()
             _emit(written, ("image", image_ext, None), image_dir / (source.stem + image_ext),
                   source.image if copy_image else image)
@@ -287,6 +559,22 @@ def _convert(source: Source, targets: Sequence[Target], root: str) -> None:
                 _emit(written, ("image", image_ext, box), image_dir / (stem + image_ext),
                       image[y:y + size, x:x + size])
                 _emit(written, ("label", label_key, record.mask_ext, box), mask_dir / (stem + record.mask_ext), mask)
+
+
+def _content_matches(source: Source, raw: RawDownload | None) -> bool:
+    """Whether the image file's bytes are the format its suffix names (SegEarth-OV's UAVid
+    converter writes BMP data under ``.png`` names: such files are re-encoded, and counted)."""
+    magic = _MAGIC.get(source.image.suffix.lower())
+    if magic is None:
+        return True
+    with open(source.image, "rb") as f:
+        head = f.read(4)
+    if any(head.startswith(m) for m in magic):
+        return True
+    if raw is not None:
+        raw.note(f"file content is not {source.image.suffix} (e.g. BMP data under a .png name): re-encoded",
+                 source.image)
+    return False
 
 
 def _emit(written: dict[tuple, Path], key: tuple, path: Path, content: np.ndarray | Path) -> None:
@@ -354,18 +642,46 @@ def check_dataset(record: DatasetRecord, root: str) -> np.ndarray:
 def parse_args(description: str, argv: Sequence[str] | None = None,
                extra: Callable[[argparse.ArgumentParser], None] | None = None,
                raw: bool = True) -> argparse.Namespace:
-    """``--raw`` (the official download, extracted; unless ``raw=False``) and ``--root``."""
+    """``--raw`` (the download: a folder, or one archive; unless ``raw=False``), ``--root``,
+    ``--dry-run`` and the image-conversion flags (``args.raster``: :class:`RasterSettings`)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     if raw:
-        parser.add_argument("--raw", type=Path, required=True, help="folder of the extracted official download")
+        parser.add_argument("--raw", type=Path, required=True,
+                            help="the download: a folder of extracted files and/or archives (zip, split zip "
+                                 "X.z01…X.zip, tar), or one archive")
     parser.add_argument("--root", default=dataset_root(),
                         help="dataset root (default: $DETECTRON2_DATASETS or ./datasets)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="report what would be read and written (counts per split), write nothing")
+    group = parser.add_argument_group("image conversion (as INPUT.RASTER; default: 8-bit RGB only)")
+    group.add_argument("--bands", type=int, nargs="+", default=None, metavar="B",
+                       help="1-based bands feeding R, G, B (one band = grey), e.g. --bands 1 2 3 for R,G,B,NIR stacks")
+    group.add_argument("--scaling", choices=SCALINGS, default="auto",
+                       help="how non-8-bit values map to 0..255 (auto: refuse anything but 8-bit)")
+    group.add_argument("--range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                       help="value range of --scaling fixed, in stored units")
+    group.add_argument("--percentiles", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                       help="percentiles of --scaling percentile / percentile_dataset")
     if extra is not None:
         extra(parser)
     args = parser.parse_args(argv)
-    if raw and not args.raw.is_dir():
-        parser.error(f"--raw {args.raw} is not a folder")
+    if raw and not args.raw.exists():
+        parser.error(f"--raw {args.raw} does not exist")
+    if raw and args.raw.is_file() and not find_archives(args.raw):
+        parser.error(f"--raw {args.raw} is a file but not an archive (.zip, .z01, .tar, .tar.gz, …)")
+    default = RasterSettings(key=FLAG_KEY)
+    try:
+        args.raster = RasterSettings(bands=tuple(args.bands or ()), scaling=args.scaling,
+                                     value_range=tuple(args.range or default.value_range),
+                                     percentiles=tuple(args.percentiles or default.percentiles), key=FLAG_KEY)
+    except RasterError as err:
+        parser.error(_flag_message(str(err)))
     return args
+
+
+def open_raw(args: argparse.Namespace, expected: str) -> RawDownload:
+    """The :class:`RawDownload` of parsed ``args`` (``--raw``, ``--root``, ``--dry-run``, raster flags)."""
+    return RawDownload(args.raw, args.root, expected, dry_run=args.dry_run, settings=args.raster)
 
 
 def add_unknown_colour_option(parser: argparse.ArgumentParser) -> None:
@@ -380,35 +696,69 @@ def add_splits_option(parser: argparse.ArgumentParser, default: Sequence[str], c
                         help=f"raw splits to include (default: {' '.join(default)})")
 
 
-def find_files(folder: Path, pattern: str) -> list[Path]:
-    """Files under ``folder`` (recursively) matching a glob ``pattern``, sorted."""
-    return sorted(p for p in folder.rglob(pattern) if p.is_file())
+def split_of(path: Path, splits: Sequence[str], aliases: Mapping[str, str] | None = None) -> str:
+    """The raw split a file belongs to: the nearest folder above it named a split
+    (case-insensitive, ``aliases`` e.g. ``{"test_gt": "test"}``, or ``<prefix>_<split>`` as
+    UAVid's ``uavid_train``); ``""`` when none."""
+    aliases = {k.lower(): v for k, v in (aliases or {}).items()}
+    for part in reversed(path.parent.parts):
+        name = part.lower()
+        if name in aliases:
+            return aliases[name]
+        for split in splits:
+            if name == split or name.endswith("_" + split):
+                return split
+    return ""
 
 
 def pair_by_stem(images: Iterable[Path], labels: Iterable[Path], *, label_stem: Callable[[str], str] = str,
-                 image_stem: Callable[[str], str] = str, group: str = "") -> list[Source]:
-    """Pair images and labels whose (transformed) stems agree; an unpaired file is an error."""
-    by_stem = {image_stem(p.stem): p for p in images}
-    label_by_stem = {label_stem(p.stem): p for p in labels}
-    lonely_images = sorted(by_stem.keys() - label_by_stem.keys())
-    lonely_labels = sorted(label_by_stem.keys() - by_stem.keys())
-    if lonely_images or lonely_labels:
-        raise DatasetError(
-            f"raw images and labels do not pair: {len(lonely_images)} images without a label "
-            f"(e.g. {[str(by_stem[s]) for s in lonely_images[:_EXAMPLES]]}), {len(lonely_labels)} labels without an "
-            f"image (e.g. {[str(label_by_stem[s]) for s in lonely_labels[:_EXAMPLES]]})")
+                 image_stem: Callable[[str], str] = str, key: Callable[[Path], str] | None = None,
+                 group: str = "", raw: RawDownload | None = None,
+                 lonely_labels: Mapping[str, Callable[[str], bool]] | None = None,
+                 lonely_images: Mapping[str, Callable[[str], bool]] | None = None) -> list[Source]:
+    """Pair images and labels whose (transformed) stems agree (or whose ``key(path)`` agree,
+    which then also names the output: e.g. UAVid's ``<sequence>_<frame>``).
+
+    An unpaired file is an error (naming examples, the expected layout and what was found)
+    unless a release quirk accounts for it: ``lonely_labels`` / ``lonely_images`` map a quirk
+    name to a predicate on the stem (e.g. "OpenEarthMap_wo_xBD labels of xBD tiles"); such
+    files are left out and counted under that name.
+    """
+    by_stem = {key(p) if key else image_stem(p.stem): p for p in images}
+    label_by_stem = {key(p) if key else label_stem(p.stem): p for p in labels}
+    lonely = {"image": sorted(by_stem.keys() - label_by_stem.keys()),
+              "label": sorted(label_by_stem.keys() - by_stem.keys())}
+    for kind, quirks, files in (("image", lonely_images, by_stem), ("label", lonely_labels, label_by_stem)):
+        for name, known in (quirks or {}).items():
+            hits = [s for s in lonely[kind] if known(s)]
+            if raw is not None:
+                raw.skip(name, (files[s] for s in hits))
+            lonely[kind] = [s for s in lonely[kind] if s not in set(hits)]
+            for stem in hits:
+                files.pop(stem)
+    if lonely["image"] or lonely["label"]:
+        problem = (f"raw images and labels do not pair: {len(lonely['image'])} images without a label "
+                   f"(e.g. {[str(by_stem[s]) for s in lonely['image'][:_EXAMPLES]]}), {len(lonely['label'])} labels "
+                   f"without an image (e.g. {[str(label_by_stem[s]) for s in lonely['label'][:_EXAMPLES]]})")
+        raise raw.error(problem) if raw is not None else DatasetError(problem)
     return [Source(stem, by_stem[stem], label_by_stem[stem], group) for stem in sorted(by_stem)]
 
 
-def split_folder_pairs(raw: Path, splits: Sequence[str], image_dir: str, label_dir: str,
-                       image_suffixes: Sequence[str] = (".jpg", ".png", ".tif"), label_suffix: str = ".png") -> list[Source]:
+def split_folder_pairs(raw: RawDownload, splits: Sequence[str], image_dir: str, label_dir: str,
+                       image_suffixes: Sequence[str] = (".jpg", ".png", ".tif"), label_suffix: str = ".png",
+                       ) -> list[Source]:
     """Pairs from downloads laid out as ``<split>/<image_dir>`` + ``<split>/<label_dir>``
-    anywhere under ``raw`` (UDD5, VDD, OVRSIS95K); each source's group is its split."""
+    anywhere in the download (UDD5, VDD, OVRSIS95K, FAST); each source's group is its split.
+    Files of other splits are never mixed in: images and labels pair within one split folder."""
     sources = []
     for split in splits:
-        folders = sorted(p for p in raw.rglob(split) if (p / image_dir).is_dir() and (p / label_dir).is_dir())
+        images = [p for p in raw.files("*", f"{split}/{image_dir}") if p.suffix.lower() in image_suffixes
+                  and p.parent.parts[-len(Path(image_dir).parts) - 1:] == (split,) + Path(image_dir).parts]
+        labels = [p for p in raw.files("*", f"{split}/{label_dir}") if p.suffix.lower() == label_suffix
+                  and p.parent.parts[-len(Path(label_dir).parts) - 1:] == (split,) + Path(label_dir).parts]
+        folders = sorted({p.parents[len(Path(image_dir).parts)] for p in images}
+                         | {p.parents[len(Path(label_dir).parts)] for p in labels})
         for folder in folders:
-            images = [p for p in find_files(folder / image_dir, "*") if p.suffix.lower() in image_suffixes]
-            labels = [p for p in find_files(folder / label_dir, "*") if p.suffix.lower() == label_suffix]
-            sources += pair_by_stem(images, labels, group=split)
+            sources += pair_by_stem([p for p in images if folder in p.parents],
+                                    [p for p in labels if folder in p.parents], group=split, raw=raw)
     return sources
