@@ -38,6 +38,7 @@ from ovrsis.data.benchmarks import (PROTOCOLS, RECORDS, SUITES, InferenceProtoco
                                     inference_from_config)
 from ovrsis.engine import Trainer, launch, report_user_errors, setup_cfg
 from ovrsis.modeling.meta_arch import vocabulary_of
+from ovrsis.modeling.text_templates import prompt_templates
 from ovrsis.evaluation import OpenVocabSemSegEvaluator
 from ovrsis.evaluation.benchmark_table import DatasetResult, to_csv, to_markdown
 from ovrsis.evaluation.sem_seg_evaluator import json_safe
@@ -88,7 +89,7 @@ def fingerprint(cfg: CfgNode, protocol: InferenceProtocol) -> str:
     stat = os.stat(weights) if weights and os.path.isfile(weights) else None
     identity = {"weights": os.path.abspath(weights) if weights else "",
                 "weights_size": stat.st_size if stat else None, "weights_mtime": stat.st_mtime if stat else None,
-                "model": cfg.MODEL.dump(), "templates": list(cfg.MODEL.TEXT.TEMPLATES),
+                "model": cfg.MODEL.dump(), "templates": prompt_templates(cfg),
                 "protocol": protocol.as_dict()}
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 

@@ -5,6 +5,8 @@ aggregation, guided upsampling). Defaults are CAT-Seg ViT-B/16@384 as released.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from detectron2.config import CfgNode as CN
 
@@ -12,8 +14,21 @@ OPENAI_CLIP_MEAN = [122.7709383, 116.7460125, 104.09373615]
 OPENAI_CLIP_STD = [68.5005327, 66.6321579, 70.3231630]
 
 
+_EXTENSIONS: list = []
+
+
+def register_config(add_config: Callable[[CN], None]) -> Callable[[CN], None]:
+    """Decorator for a project's ``add_*_config(cfg)``: :func:`add_ovrsis_config` calls it on every
+    config made after the project's module was imported (``IMPORTS``; ``docs/extending.md``), so
+    its keys exist before a config file setting them is merged. Returns ``add_config`` unchanged."""
+    if add_config not in _EXTENSIONS:
+        _EXTENSIONS.append(add_config)
+    return add_config
+
+
 def add_ovrsis_config(cfg: CN) -> None:
-    """Add ovrsis keys to a detectron2 default config (in place)."""
+    """Add ovrsis keys to a detectron2 default config (in place), then the keys of every imported
+    project (:func:`register_config`)."""
     cfg.SEED = 42  # detectron2 already has SEED (-1 = random); we default to reproducible
     cfg.MODEL.META_ARCHITECTURE = "CostAggregationSegmentor"
     cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # override on the command line
@@ -36,6 +51,7 @@ def add_ovrsis_config(cfg: CN) -> None:
     # --- text side ----------------------------------------------------------------------
     cfg.MODEL.TEXT = CN()
     cfg.MODEL.TEXT.TEMPLATES = ["A photo of a {} in the scene"]  # P prompt templates (P >= 1)
+    cfg.MODEL.TEXT.TEMPLATE_SET = ""  # a registered set replacing TEMPLATES (TEMPLATE_SET_REGISTRY: catseg, openai_imagenet, ...); "" = TEMPLATES
     cfg.MODEL.TEXT.SYNONYMS = "first"  # "a, b" class names: first synonym only | mean of embeddings
     cfg.MODEL.TEXT.CACHE = True  # cache eval-time text embeddings per vocabulary
 
@@ -92,6 +108,7 @@ def add_ovrsis_config(cfg: CN) -> None:
 
     # --- perturbation stage (Pi-Seg SPMs): between the encoders and the cost; training only ----
     cfg.MODEL.PERTURBATION = CN()
+    cfg.MODEL.PERTURBATION.NAME = "PerturbationStage"  # registry name (PERTURBATION_REGISTRY): Pi-Seg's SPMs below
     cfg.MODEL.PERTURBATION.TEXT = CN()
     cfg.MODEL.PERTURBATION.TEXT.ENABLED = False  # Text-SPM: T + |σ_t|⊙Z + μ_t, learnable μ_t, σ_t ∈ R^C
     cfg.MODEL.PERTURBATION.TEXT.INIT_STD = 0.02  # σ_t of Table VII(b): std of the N(0, σ_t) init of μ_t, σ_t
@@ -233,3 +250,8 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.DIST.FIND_UNUSED_PARAMETERS = True  # the dense last CLIP block leaves its q/k weights unused
 
     cfg.TEST.EVAL_PERIOD = 5000
+
+    # --- your own method ----------------------------------------------------------------------
+    cfg.IMPORTS = []  # .py files, package folders or dotted modules imported before the config is merged (ovrsis/imports.py); saved as absolute paths
+    for add_config in _EXTENSIONS:
+        add_config(cfg)

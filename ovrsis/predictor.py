@@ -36,6 +36,7 @@ from .data.raster import RasterInfo, RasterSettings, read_raster, to_rgb8
 from .data.vocabulary import VocabularySpec, load_class_names
 from .engine.setup import check_config_paths, merge_overrides, setup_cfg
 from .errors import ConfigError
+from .imports import import_modules
 from .modeling.tiling import tile_progress
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class Predictor:
             cfg = config.clone()
             cfg.defrost()
             merge_overrides(cfg, overrides)
+            cfg.IMPORTS = import_modules(cfg.IMPORTS)  # the config's own parts (ovrsis.imports)
             if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
                 raise ConfigError("MODEL.DEVICE is cuda but no GPU is visible; pass device='cpu'")
             check_config_paths(cfg)

@@ -37,6 +37,7 @@ from torch import nn
 from _common import DEFAULT_CONFIG, add_common_args, build, dummy_vocabulary, input_size, load_cfg, write_json
 from ovrsis.modeling.cost.rotation import fuse_rotation_costs
 from ovrsis.modeling.cost.volume import cosine_cost
+from ovrsis.modeling.text_templates import prompt_templates
 from ovrsis.engine import Trainer
 
 _STATUS = Path("/proc/self/status")
@@ -236,7 +237,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "config_file": args.config_file or DEFAULT_CONFIG, "overrides": list(args.opts),
         "arch": cfg.MODEL.CLIP.ARCH, "clip_image_size": cfg.MODEL.CLIP.IMAGE_SIZE,
         "parameters": params, "trainable_parameters": trainable, "precision": "fp32", "weights": "random init",
-        "input_hw": list(size), "num_classes": len(class_names), "templates": len(cfg.MODEL.TEXT.TEMPLATES),
+        "input_hw": list(size), "num_classes": len(class_names), "templates": len(prompt_templates(cfg)),
         "results": {},
     }
     h, w = size

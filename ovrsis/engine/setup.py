@@ -29,6 +29,8 @@ from detectron2.utils.logger import setup_logger
 from ..config import add_ovrsis_config
 from ..data import register_datasets_from_config
 from ..errors import ConfigError, DatasetError, SuppressUserErrorTracebacks, check_path, close_names
+from ..imports import KEY as KEY_IMPORTS
+from ..imports import config_imports, import_modules, parse_entries
 
 logger = logging.getLogger("ovrsis")
 
@@ -71,6 +73,8 @@ def merge_overrides(cfg: CfgNode, opts: Sequence[str]) -> None:
                     update = {part: update}
             cfg.DATASETS.REGISTER.set_new_allowed(True)  # recursively: entries from files gain fields too
             cfg.DATASETS.REGISTER.merge_from_other_cfg(CfgNode(update, new_allowed=True))
+        elif key == KEY_IMPORTS:  # a YAML list on the command line, e.g. "[my_fusion.py, my_lab.heads]"
+            cfg.IMPORTS = parse_entries(value)
         else:
             plain += [key, value]
     with _config_errors(cfg, "the command line"):
@@ -115,6 +119,25 @@ def check_config_paths(cfg: CfgNode) -> None:
         check_path(cfg.DATASETS.ROOT, "DATASETS.ROOT", "dir", "the folder holding the datasets")
 
 
+def new_config(config_file: str = "", opts: Sequence[str] = ()) -> CfgNode:
+    """Defaults + the file (unfrozen), after importing the modules ``IMPORTS`` names in the file
+    (with its ``_BASE_`` files) or in ``opts`` (which wins): a module may add config keys and
+    parts the file uses (:mod:`ovrsis.imports`). ``opts`` are not merged here.
+
+    Raises:
+        ConfigError: a missing config file, an import that fails, an unknown key in the file.
+    """
+    if config_file:
+        check_path(config_file, "--config-file", "file", "a YAML config")
+    import_modules(config_imports(config_file, opts))
+    cfg = get_cfg()
+    add_ovrsis_config(cfg)
+    if config_file:
+        with _config_errors(cfg, config_file):
+            cfg.merge_from_file(config_file)
+    return cfg
+
+
 def setup_cfg(config_file: str = "", opts: Sequence[str] = (), args: Optional[object] = None) -> CfgNode:
     """get_cfg + ovrsis keys + file + overrides; registers config-declared datasets and checks
     the datasets and paths the run names.
@@ -122,13 +145,9 @@ def setup_cfg(config_file: str = "", opts: Sequence[str] = (), args: Optional[ob
     With ``args`` (from the argument parser) also sets up the run (:func:`setup_run`): logging,
     the resolved config and environment saved to OUTPUT_DIR, seeding.
     """
-    cfg = get_cfg()
-    add_ovrsis_config(cfg)
-    if config_file:
-        check_path(config_file, "--config-file", "file", "a YAML config")
-        with _config_errors(cfg, config_file):
-            cfg.merge_from_file(config_file)
+    cfg = new_config(config_file, opts)
     merge_overrides(cfg, opts)
+    cfg.IMPORTS = import_modules(cfg.IMPORTS)  # already imported: resolved to absolute paths
     if not cfg.MODEL.DEVICE.startswith("cuda") and cfg.SOLVER.AMP.ENABLED:
         logger.warning("SOLVER.AMP.ENABLED is ignored on %s (CUDA only)", cfg.MODEL.DEVICE)
         cfg.SOLVER.AMP.ENABLED = False

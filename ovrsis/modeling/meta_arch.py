@@ -26,6 +26,7 @@ from .perturbation import PerturbationStage, build_perturbation
 from .losses import per_class_bce
 from .tiling import TilingSettings, tiled_probabilities
 from .registry import AGGREGATOR_REGISTRY, DECODER_REGISTRY, LOSS_HEAD_REGISTRY
+from .text_templates import prompt_templates
 from . import loss_heads as _loss_heads  # noqa: F401  (registers the loss heads)
 
 logger = logging.getLogger(__name__)
@@ -112,15 +113,15 @@ class CostAggregationSegmentor(nn.Module):
             m.CLIP.ARCH, pretrained=m.CLIP.PRETRAINED, image_size=m.CLIP.IMAGE_SIZE, finetune=m.CLIP.FINETUNE,
             guidance_layers=m.CLIP.GUIDANCE_LAYERS, dense_last_block=m.CLIP.DENSE_LAST_BLOCK,
             checkpoint_activations=m.CLIP.CHECKPOINT_ACTIVATIONS,
-            templates=m.TEXT.TEMPLATES, synonyms=m.TEXT.SYNONYMS, cache_text=m.TEXT.CACHE,
+            templates=prompt_templates(cfg), synonyms=m.TEXT.SYNONYMS, cache_text=m.TEXT.CACHE,
             allow_download=m.CLIP.ALLOW_DOWNLOAD, pos_embed_resize=m.CLIP.POS_EMBED_RESIZE)
         resolution = (clip.grid_size, clip.grid_size)
         if len(m.CLIP.GUIDANCE_LAYERS) != len(m.DECODER.GUIDANCE_DIMS):
             raise ValueError("MODEL.CLIP.GUIDANCE_LAYERS and MODEL.DECODER.GUIDANCE_DIMS must have equal length")
-        cost_channels = fused_channels(len(m.COST.ROTATIONS), len(m.TEXT.TEMPLATES), m.COST.ROTATION_FUSION)
+        cost_channels = fused_channels(len(m.COST.ROTATIONS), len(clip.templates), m.COST.ROTATION_FUSION)
         specialists = build_specialists(cfg, clip_image_size=clip.image_size, clip_grid=clip.grid_size,
                                         text_dim=clip.embed_dim)
-        specialist_channels = [len(m.TEXT.TEMPLATES) for s in specialists.values() if s.has_cost]
+        specialist_channels = [len(clip.templates) for s in specialists.values() if s.has_cost]
         feature_dims = {"clip": clip.embed_dim,
                         **{n: s.feature_dim for n, s in specialists.items() if getattr(s, "feature_dim", 0)}}
         appearance = m.AGGREGATOR.APPEARANCE_GUIDANCE_SOURCE

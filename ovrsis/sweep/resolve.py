@@ -17,10 +17,10 @@ import json
 from typing import Any, Iterator
 
 import torch
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 
-from ..config import add_ovrsis_config
-from ..engine.setup import merge_overrides
+from ..engine.setup import merge_overrides, new_config
+from ..imports import import_modules
 from ..errors import OVRSISError, close_names
 from .spec import Run, Sweep, SweepError
 
@@ -31,14 +31,14 @@ _MISSING = object()
 
 
 def base_config(sweep: Sweep) -> CfgNode:
-    """ovrsis defaults + the sweep's base config file (unfrozen)."""
-    cfg = get_cfg()
-    add_ovrsis_config(cfg)
+    """ovrsis defaults + the sweep's base config file (unfrozen), after importing the modules its
+    ``IMPORTS`` (or the sweep's ``overrides: {IMPORTS: [...]}``) name: their keys and parts exist
+    for every run (:mod:`ovrsis.imports`)."""
+    imports = ["IMPORTS", sweep.overrides["IMPORTS"]] if "IMPORTS" in sweep.overrides else []
     try:
-        cfg.merge_from_file(str(sweep.base))
+        return new_config(str(sweep.base), imports)
     except Exception as exc:  # a broken base config is the sweep's problem too
         raise SweepError(f"{sweep.path}: base config {sweep.base}: {exc}") from None
-    return cfg
 
 
 def base_sets_device(sweep: Sweep) -> bool:
@@ -76,6 +76,10 @@ def resolve_config(sweep: Sweep, run: Run, output_dir: str, base: CfgNode | None
         except (ValueError, TypeError, AssertionError, KeyError) as exc:
             raise SweepError(f"{sweep.path}: run {run.row}: {key}: value {value!r} does not fit the key "
                              f"(current value {_get(cfg, key)!r}): {exc}") from None
+    try:  # the run folder rebuilds the model from anywhere: absolute paths
+        cfg.IMPORTS = import_modules(cfg.IMPORTS)
+    except OVRSISError as exc:
+        raise SweepError(f"{sweep.path}: run {run.row}: {exc}") from None
     cfg.SEED = int(run.seed)
     cfg.OUTPUT_DIR = output_dir
     return cfg

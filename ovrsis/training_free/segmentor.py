@@ -31,6 +31,7 @@ from torch import nn
 from ..data.vocabulary import load_class_names
 from ..modeling.encoders.clip import CLIPEncoder
 from ..modeling.meta_arch import vocabulary_of
+from ..modeling.text_templates import prompt_templates
 from ..modeling.tiling import TilingSettings, window_average
 from .last_block import LAST_BLOCK_ATTENTION, run_last_block
 from .postprocess import class_probabilities, expand_queries, threshold_to_background
@@ -106,7 +107,7 @@ class TrainingFreeSegmentor(nn.Module):
                              f"{cfg.TEST.INFERENCE_MODE!r}")
         clip = CLIPEncoder(
             m.CLIP.ARCH, pretrained=m.CLIP.PRETRAINED, image_size=m.CLIP.IMAGE_SIZE, finetune="none",
-            guidance_layers=(), dense_last_block=False, templates=m.TEXT.TEMPLATES, synonyms="first",
+            guidance_layers=(), dense_last_block=False, templates=prompt_templates(cfg), synonyms="first",
             cache_text=m.TEXT.CACHE, allow_download=m.CLIP.ALLOW_DOWNLOAD, pos_embed_resize=m.CLIP.POS_EMBED_RESIZE)
         upsampler = None
         if t.SIMFEATUP:

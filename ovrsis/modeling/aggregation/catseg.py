@@ -14,6 +14,11 @@ from .class_attention import ClassAggregation
 from .spatial import SpatialAggregation
 
 
+def _channels(cost_channels: Union[int, Sequence[int]]) -> list:
+    """Channels of each cost volume: the CLIP cost's, then each specialist cost's."""
+    return [int(cost_channels)] if isinstance(cost_channels, int) else [int(c) for c in cost_channels]
+
+
 class AggregationLayer(nn.Module):
     """Spatial aggregation (2 Swin blocks with appearance guidance), then class aggregation."""
 
@@ -36,18 +41,18 @@ class CATSegAggregator(nn.Module):
                  hidden_dim: int = 128, num_layers: int = 2, num_heads: int = 4, window: int = 12,
                  appearance_proj_dim: int = 128, text_proj_dim: int = 128, attention: str = "linear",
                  pad_len: int = 256, pooling_train: Sequence[int] = (2, 2), pooling_test: Sequence[int] = (1, 1),
-                 cost_fusion: str = "conv", checkpoint_activations: bool = False,
+                 cost_fusion: Union[str, nn.Module] = "conv", checkpoint_activations: bool = False,
                  appearance_dim: Optional[int] = None) -> None:
         """``cost_channels``: channels of the CLIP cost, then of each specialist cost (if any);
         ``appearance_dim``: channels of the appearance-guidance map (default ``clip_dim``: the CLIP
         dense map; AerOSeg: SAM's 256-d neck, ``MODEL.AGGREGATOR.APPEARANCE_GUIDANCE_SOURCE``);
-        ``cost_fusion``: the cost embedding (:mod:`ovrsis.modeling.cost.fusion`);
+        ``cost_fusion``: the cost embedding, a module or its registered name (:mod:`ovrsis.modeling.cost.fusion`);
         ``checkpoint_activations``: recompute each layer's activations in the backward pass
         (:mod:`ovrsis.modeling.checkpointing`; same results, less training memory)."""
         super().__init__()
         self.checkpoint_activations = bool(checkpoint_activations)
-        channels = [cost_channels] if isinstance(cost_channels, int) else list(cost_channels)
-        self.cost_embed = build_cost_embedding(cost_fusion, channels, hidden_dim)
+        self.cost_embed = cost_fusion if isinstance(cost_fusion, nn.Module) else \
+            build_cost_embedding(cost_fusion, _channels(cost_channels), hidden_dim)
         self.appearance_proj = nn.Sequential(
             nn.Conv2d(appearance_dim or clip_dim, appearance_proj_dim, kernel_size=3, padding=1), nn.ReLU(inplace=True))
         self.text_proj = nn.Sequential(nn.Linear(clip_dim, text_proj_dim), nn.ReLU(inplace=True))
@@ -62,7 +67,7 @@ class CATSegAggregator(nn.Module):
                     resolution: Tuple[int, int], appearance_dim: Optional[int] = None) -> "CATSegAggregator":
         a = cfg.MODEL.AGGREGATOR
         return cls(cost_channels=cost_channels, clip_dim=clip_dim, resolution=resolution, appearance_dim=appearance_dim,
-                   cost_fusion=cfg.MODEL.COST.FUSION,
+                   cost_fusion=build_cost_embedding(cfg.MODEL.COST.FUSION, _channels(cost_channels), cfg.MODEL.AGGREGATOR.HIDDEN_DIM, cfg),
                    hidden_dim=a.HIDDEN_DIM, num_layers=a.NUM_LAYERS, num_heads=a.NUM_HEADS, window=a.WINDOW_SIZE,
                    appearance_proj_dim=a.APPEARANCE_GUIDANCE_PROJ_DIM, text_proj_dim=a.TEXT_GUIDANCE_PROJ_DIM,
                    attention=a.CLASS_ATTENTION, pad_len=a.PAD_LEN,

@@ -31,7 +31,8 @@ from torch import nn
 
 from ..guided_layers import guided_conv2d, guided_linear
 from ..registry import AGGREGATOR_REGISTRY
-from .catseg import CATSegAggregator
+from ..cost.fusion import build_cost_embedding
+from .catseg import CATSegAggregator, _channels
 
 
 class GatedMlp(nn.Module):
@@ -196,7 +197,7 @@ class EfficientAggregator(CATSegAggregator):
                  hidden_dim: int = 128, num_layers: int = 2, num_heads: int = 8, spatial_reduction: int = 2,
                  appearance_proj_dim: int = 128, text_proj_dim: int = 128,
                  pooling_train: Sequence[int] = (2, 2), pooling_test: Sequence[int] = (2, 2),
-                 cost_fusion: str = "conv", checkpoint_activations: bool = False) -> None:
+                 cost_fusion: Union[str, nn.Module] = "conv", checkpoint_activations: bool = False) -> None:
         super().__init__(cost_channels=cost_channels, clip_dim=clip_dim, resolution=resolution, hidden_dim=hidden_dim,
                          num_layers=0, appearance_proj_dim=appearance_proj_dim, text_proj_dim=text_proj_dim,
                          cost_fusion=cost_fusion, checkpoint_activations=checkpoint_activations)
@@ -214,7 +215,7 @@ class EfficientAggregator(CATSegAggregator):
                     resolution: Tuple[int, int]) -> "EfficientAggregator":
         a = cfg.MODEL.AGGREGATOR
         return cls(cost_channels=cost_channels, clip_dim=clip_dim, resolution=resolution,
-                   cost_fusion=cfg.MODEL.COST.FUSION, hidden_dim=a.HIDDEN_DIM, num_layers=a.NUM_LAYERS,
+                   cost_fusion=build_cost_embedding(cfg.MODEL.COST.FUSION, _channels(cost_channels), cfg.MODEL.AGGREGATOR.HIDDEN_DIM, cfg), hidden_dim=a.HIDDEN_DIM, num_layers=a.NUM_LAYERS,
                    num_heads=a.NUM_HEADS, spatial_reduction=a.SPATIAL_REDUCTION,
                    appearance_proj_dim=a.APPEARANCE_GUIDANCE_PROJ_DIM, text_proj_dim=a.TEXT_GUIDANCE_PROJ_DIM,
                    pooling_train=a.POOLING_SIZE_TRAIN, pooling_test=a.POOLING_SIZE_TEST,

@@ -2,7 +2,8 @@
 
 Every module here maps a list of cost volumes ``[(B, C_i, T, h, w)]`` — the first one the
 guiding CLIP cost, then any specialist costs — to the embedding (B, T, hidden, h, w), each
-class map embedded on its own. ``MODEL.COST.FUSION`` picks one (:data:`COST_EMBEDDINGS`):
+class map embedded on its own. ``MODEL.COST.FUSION`` picks one by its name in
+:data:`~ovrsis.modeling.registry.COST_FUSION_REGISTRY` (a project registers its own there):
 
 * ``conv``: CAT-Seg's single 7×7 convolution over the CLIP cost's channels (prompt
   templates, or rotations × templates for OVRS);
@@ -13,10 +14,13 @@ class map embedded on its own. ``MODEL.COST.FUSION`` picks one (:data:`COST_EMBE
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
+from detectron2.config import CfgNode
 from torch import nn
+
+from ..registry import COST_FUSION_REGISTRY
 
 
 def _per_class(cost: torch.Tensor) -> torch.Tensor:
@@ -122,17 +126,21 @@ class MeanCostEmbedding(nn.Conv2d):
         return super().forward(_per_class(cost)).view(b, t, -1, h, w)
 
 
-COST_EMBEDDINGS = {
-    "conv": ConvCostEmbedding,
-    "qgff": QueryGuidedFusion,
-    "simple_separate": QueryGuidedFusion,  # RSKT-Seg's name for the same fusion (conv1, conv2, fusion_corr)
-    "simple_concatenation": ConcatCostEmbedding,
-    "simple_mean": MeanCostEmbedding,
-}
+for _name, _part in (("conv", ConvCostEmbedding), ("qgff", QueryGuidedFusion),
+                     ("simple_separate", QueryGuidedFusion),  # RSKT-Seg's name for QGFF (conv1, conv2, fusion_corr)
+                     ("simple_concatenation", ConcatCostEmbedding), ("simple_mean", MeanCostEmbedding)):
+    COST_FUSION_REGISTRY.register(_part, _name)
 
 
-def build_cost_embedding(name: str, cost_channels: Sequence[int], hidden_dim: int) -> nn.Module:
-    """The ``MODEL.COST.FUSION`` embedding for cost volumes with the given channel counts."""
-    if name not in COST_EMBEDDINGS:
-        raise ValueError(f"MODEL.COST.FUSION must be one of {sorted(COST_EMBEDDINGS)}, got {name!r}")
-    return COST_EMBEDDINGS[name](cost_channels, hidden_dim)
+def build_cost_embedding(name: str, cost_channels: Sequence[int], hidden_dim: int,
+                         cfg: Optional[CfgNode] = None) -> nn.Module:
+    """The ``MODEL.COST.FUSION`` embedding (:data:`~ovrsis.modeling.registry.COST_FUSION_REGISTRY`) for
+    cost volumes with the given channel counts; a part with ``from_config`` gets ``cfg`` (its own keys).
+
+    Raises:
+        ConfigError: no fusion of that name is registered.
+    """
+    part = COST_FUSION_REGISTRY.get(name)
+    if cfg is not None and hasattr(part, "from_config"):
+        return part.from_config(cfg, cost_channels=list(cost_channels), hidden_dim=hidden_dim)
+    return part(list(cost_channels), hidden_dim)

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..cost.specialist import SpecialistCost
 from ..decoders.guided_upsampling import TapPyramid
+from ..registry import STREAM_REGISTRY
 from .dino import DINOEncoder
 from .guidance_clip import GuidanceCLIPEncoder
 from .sam import SAMEncoder
@@ -179,16 +180,35 @@ def build_sam_stream(cfg, *, clip_grid: int) -> SpecialistStream:
     return SpecialistStream(encoder, len(layers), None, taps, encoder.input_size, feature_dim=encoder.out_chans)
 
 
+@STREAM_REGISTRY.register(name="rs_clip")
+def rs_clip_stream(cfg, *, clip_image_size: int, clip_grid: int, text_dim: int) -> Optional[SpecialistStream]:
+    """``MODEL.RS_CLIP.ENABLED``: :func:`build_rs_clip_stream`."""
+    return build_rs_clip_stream(cfg, clip_grid=clip_grid) if cfg.MODEL.RS_CLIP.ENABLED else None
+
+
+@STREAM_REGISTRY.register(name="dino")
+def dino_stream(cfg, *, clip_image_size: int, clip_grid: int, text_dim: int) -> Optional[SpecialistStream]:
+    """``MODEL.DINO.ENABLED``: :func:`build_dino_stream`."""
+    if not cfg.MODEL.DINO.ENABLED:
+        return None
+    return build_dino_stream(cfg, clip_image_size=clip_image_size, clip_grid=clip_grid, text_dim=text_dim)
+
+
+@STREAM_REGISTRY.register(name="sam")
+def sam_stream(cfg, *, clip_image_size: int, clip_grid: int, text_dim: int) -> Optional[SpecialistStream]:
+    """``MODEL.SAM.ENABLED``: :func:`build_sam_stream`."""
+    return build_sam_stream(cfg, clip_grid=clip_grid) if cfg.MODEL.SAM.ENABLED else None
+
+
 def build_specialists(cfg, *, clip_image_size: int, clip_grid: int, text_dim: int) -> nn.ModuleDict:
-    """The specialist streams a config asks for, named by guidance source (empty for CAT-Seg/OVRS)."""
+    """The streams a config enables (:data:`~ovrsis.modeling.registry.STREAM_REGISTRY`, in registration
+    order: rs_clip, dino, sam, then those of imported projects), named by guidance source; empty for
+    CAT-Seg/OVRS. Their costs reach the cost fusion in this order, after CLIP's."""
     streams = {}
-    if cfg.MODEL.RS_CLIP.ENABLED:
-        streams["rs_clip"] = build_rs_clip_stream(cfg, clip_grid=clip_grid)
-    if cfg.MODEL.DINO.ENABLED:
-        streams["dino"] = build_dino_stream(cfg, clip_image_size=clip_image_size, clip_grid=clip_grid,
-                                            text_dim=text_dim)
-    if cfg.MODEL.SAM.ENABLED:
-        streams["sam"] = build_sam_stream(cfg, clip_grid=clip_grid)
+    for name, build in STREAM_REGISTRY:
+        stream = build(cfg, clip_image_size=clip_image_size, clip_grid=clip_grid, text_dim=text_dim)
+        if stream is not None:
+            streams[name] = stream
     return nn.ModuleDict(streams)
 
 

@@ -16,6 +16,7 @@ import torch
 from detectron2.config import CfgNode
 from torch import nn
 
+from ..registry import PERTURBATION_REGISTRY
 from .image_spm import ImageSPM
 from .noise import NOISE_FAMILIES, check_noise, sample_noise_like
 from .text_spm import TextSPM
@@ -24,6 +25,7 @@ __all__ = ["PerturbationStage", "TextSPM", "ImageSPM", "NOISE_FAMILIES", "check_
            "build_perturbation"]
 
 
+@PERTURBATION_REGISTRY.register()
 class PerturbationStage(nn.Module):
     """Optional Text-SPM and Image-SPM, active only while training.
 
@@ -38,6 +40,20 @@ class PerturbationStage(nn.Module):
         self.image = image
         self.record = False
         self.last: Dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, dim: int) -> "PerturbationStage":
+        """The Text-SPM and Image-SPM ``MODEL.PERTURBATION.TEXT/IMAGE`` enable (Pi-Seg).
+
+        Raises ValueError for an unknown noise family, Student-t df ≤ 2, a reduction outside
+        [1, dim] or a negative ``TEXT.INIT_STD``.
+        """
+        p = cfg.MODEL.PERTURBATION
+        text = TextSPM(dim, init_std=p.TEXT.INIT_STD, noise=p.TEXT.NOISE, student_t_df=p.TEXT.STUDENT_T_DF) \
+            if p.TEXT.ENABLED else None
+        image = ImageSPM(dim, reduction=p.IMAGE.REDUCTION, noise=p.IMAGE.NOISE, student_t_df=p.IMAGE.STUDENT_T_DF) \
+            if p.IMAGE.ENABLED else None
+        return cls(text, image)
 
     @property
     def active(self) -> bool:
@@ -68,14 +84,6 @@ class PerturbationStage(nn.Module):
 
 
 def build_perturbation(cfg: CfgNode, dim: int) -> PerturbationStage:
-    """The stage ``MODEL.PERTURBATION`` describes, for embeddings of width ``dim`` (CLIP's).
-
-    Raises ValueError for an unknown noise family, Student-t df ≤ 2, a reduction outside
-    [1, dim] or a negative ``TEXT.INIT_STD``.
-    """
-    p = cfg.MODEL.PERTURBATION
-    text = TextSPM(dim, init_std=p.TEXT.INIT_STD, noise=p.TEXT.NOISE, student_t_df=p.TEXT.STUDENT_T_DF) \
-        if p.TEXT.ENABLED else None
-    image = ImageSPM(dim, reduction=p.IMAGE.REDUCTION, noise=p.IMAGE.NOISE, student_t_df=p.IMAGE.STUDENT_T_DF) \
-        if p.IMAGE.ENABLED else None
-    return PerturbationStage(text, image)
+    """The stage ``MODEL.PERTURBATION.NAME`` names (:data:`~ovrsis.modeling.registry.PERTURBATION_REGISTRY`),
+    for embeddings of width ``dim`` (CLIP's)."""
+    return PERTURBATION_REGISTRY.get(cfg.MODEL.PERTURBATION.NAME).from_config(cfg, dim)

@@ -1,0 +1,127 @@
+"""A method of one's own without forking: ``IMPORTS`` (ovrsis/imports.py) in every process that
+builds a model, the registries a new part goes into, and the projects/cost_gate example."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import ovrsis  # noqa: F401
+import ovrsis.modeling  # noqa: F401
+from ovrsis.engine import setup_cfg
+from ovrsis.errors import ConfigError
+from ovrsis.imports import config_imports, import_modules
+from ovrsis.modeling.registry import (AGGREGATOR_REGISTRY, COST_FUSION_REGISTRY, DECODER_REGISTRY,
+                                      INFERENCE_PROTOCOL_REGISTRY, LOSS_HEAD_REGISTRY, PERTURBATION_REGISTRY,
+                                      STREAM_REGISTRY, TEMPLATE_SET_REGISTRY)
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "configs" / "quickstart.yaml"
+PROJECT = REPO / "projects" / "cost_gate"
+TINY = ["MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2", "TEST.EVAL_PERIOD", "0",
+        "DATALOADER.NUM_WORKERS", "0", "DATASETS.SYNTHETIC.NUM_TRAIN", "4", "DATASETS.SYNTHETIC.NUM_VAL", "2",
+        "INPUT.CROP.SIZE", "(64, 64)", "SOLVER.CHECKPOINT_PERIOD", "1000"]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("OVRSIS_CACHE", str(tmp_path / "cache"))
+
+
+def user_module(folder: Path, tag: str) -> Path:
+    """A module outside the package: a cost fusion ``tag`` with a key ``MODEL.<TAG>.SCALE`` of its own,
+    which writes a marker file (named by an environment variable) whenever it is built — in whichever
+    process builds it."""
+    path = folder / f"{tag}_fusion.py"
+    path.write_text(textwrap.dedent(f"""
+        import os
+        from detectron2.config import CfgNode as CN
+        from ovrsis.config import register_config
+        from ovrsis.modeling.cost.fusion import ConvCostEmbedding
+        from ovrsis.modeling.registry import COST_FUSION_REGISTRY
+
+        @register_config
+        def add_{tag}_config(cfg):
+            cfg.MODEL.{tag.upper()} = CN()
+            cfg.MODEL.{tag.upper()}.SCALE = 1.0
+
+        @COST_FUSION_REGISTRY.register(name="{tag}")
+        class Fusion(ConvCostEmbedding):
+            @classmethod
+            def from_config(cls, cfg, *, cost_channels, hidden_dim):
+                marker = os.environ.get("OVRSIS_TEST_MARKER")
+                if marker:
+                    with open(os.path.join(marker, f"built-{{os.getpid()}}-{{os.environ.get('RANK', 'x')}}"), "w") as f:
+                        f.write(str(cfg.MODEL.{tag.upper()}.SCALE))
+                return cls(cost_channels, hidden_dim)
+        """))
+    return path
+
+
+def user_config(folder: Path, module: Path, tag: str, scale: float = 2.5) -> Path:
+    path = folder / "config.yaml"
+    path.write_text(f'_BASE_: "{QUICKSTART}"\nIMPORTS: ["{module}"]\n'
+                    f"MODEL:\n  COST:\n    FUSION: {tag}\n  {tag.upper()}:\n    SCALE: {scale}\n")
+    return path
+
+
+# ---------------------------------------------------------------------------- the key
+def test_imports_are_read_before_the_merge_and_saved_as_absolute_paths(tmp_path, monkeypatch):
+    module = user_module(tmp_path, "alpha")
+    monkeypatch.chdir(tmp_path)
+    config = user_config(tmp_path, Path(module.name), "alpha")  # relative: read from the current directory
+    assert config_imports(str(config)) == ["alpha_fusion.py"]
+    cfg = setup_cfg(str(config), ["MODEL.DEVICE", "cpu"])
+    assert cfg.IMPORTS == [str(module)] and cfg.MODEL.ALPHA.SCALE == 2.5 and cfg.MODEL.COST.FUSION == "alpha"
+    from detectron2.modeling import build_model
+
+    assert type(build_model(cfg).aggregator.cost_embed).__module__ == "alpha_fusion"
+    # a second config (another process would do the same) reuses the module: no second registration
+    assert setup_cfg(str(config), ["MODEL.DEVICE", "cpu"]).IMPORTS == [str(module)]
+    assert import_modules([str(module)]) == [str(module)]
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("no_such_fusion.py", r"IMPORTS: 'no_such_fusion.py' does not exist"),
+    ("cost_gatee", r"IMPORTS: no module named 'cost_gatee'"),
+    ("ovrsis.modeling.cost.fusoin", r"IMPORTS: no module named 'ovrsis.modeling.cost.fusoin' \(did you mean "
+                                    r"'ovrsis.modeling.cost.fusion'"),
+    ("broken.py", r"IMPORTS: importing '.*broken.py' failed at .*broken.py:2: NameError"),
+    ("folder/", r"IMPORTS: 'folder/' is a folder without __init__.py"),
+    ("folder", r"IMPORTS: 'folder' is a namespace package \(no __init__.py\)"),
+])
+def test_a_failing_import_is_one_error_naming_the_key_and_the_module(tmp_path, monkeypatch, entry, message):
+    (tmp_path / "broken.py").write_text("x = 1\ny = undefined_name\n")
+    (tmp_path / "folder").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        setup_cfg(str(QUICKSTART), ["IMPORTS", f"[{entry}]", "MODEL.DEVICE", "cpu"])
+
+
+def test_misspelt_part_names_the_key_the_close_names_and_imports():
+    with pytest.raises(ConfigError, match=r"MODEL.COST.FUSION: no cost fusion part named 'qgf' "
+                                          r"\(did you mean 'qgff'.*list it in IMPORTS"):
+        COST_FUSION_REGISTRY.get("qgf")
+
+
+def test_misspelt_module_stops_train_net_with_one_line(tmp_path, capsys):
+    from detectron2.engine import default_argument_parser
+
+    from ovrsis.engine import report_user_errors
+    from ovrsis.sweep.worker import TRAIN_SCRIPT, load_script
+
+    args = default_argument_parser().parse_args(["--config-file", str(QUICKSTART), "IMPORTS",
+                                                 "[projects/cost_gate/cost_gaet]", *TINY, "OUTPUT_DIR", str(tmp_path)])
+    with pytest.raises(SystemExit) as stop:
+        report_user_errors(load_script(TRAIN_SCRIPT).main, args)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        "ovrsis: error: IMPORTS: 'projects/cost_gate/cost_gaet' does not exist (relative paths are read from the "
+        f"current directory, {os.getcwd()}); expected a .py file, a package folder or a dotted module name\n")
