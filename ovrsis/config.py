@@ -35,6 +35,8 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.PIXEL_MEAN = list(OPENAI_CLIP_MEAN)  # images are normalised with CLIP statistics
     cfg.MODEL.PIXEL_STD = list(OPENAI_CLIP_STD)
     cfg.MODEL.WEIGHTS_STRICT = True  # MODEL.WEIGHTS must cover every model key; False = partial load (warning)
+    cfg.MODEL.PRECISION = "fp32"  # fp32 | bf16 | fp16: autocast of every method, training and inference, CUDA and CPU (ovrsis/modeling/precision.py)
+    cfg.MODEL.TF32 = False  # CUDA only: TF32 matmuls/convolutions in the fp32 parts (Ampere and newer)
 
     # --- CLIP encoder (open_clip) -------------------------------------------------------
     cfg.MODEL.CLIP = CN()
@@ -173,7 +175,6 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.TRAINING_FREE.PROB_THD = 0.0  # pixels whose top class probability is below this get BG_IDX
     cfg.MODEL.TRAINING_FREE.BG_IDX = 0  # class index given to below-threshold pixels
     cfg.MODEL.TRAINING_FREE.CLASS_FILE = ""  # class entries (comma = sub-prompts) replacing the dataset's names by id
-    cfg.MODEL.TRAINING_FREE.PRECISION = "fp32"  # fp32 | fp16 | bf16 (autocast; the official code runs fp16)
 
     # --- inference ------------------------------------------------------------------------
     cfg.TEST.INFERENCE_MODE = "whole"  # whole | slide (CAT-Seg sliding window, P-B) | tiled (TEST.TILED)
@@ -242,7 +243,7 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"  # one norm over every parameter
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.01
     cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
-    cfg.SOLVER.AMP.ENABLED = False  # honoured on CUDA only
+    cfg.SOLVER.AMP.ENABLED = False  # legacy: read as MODEL.PRECISION fp16
 
     # --- distributed ------------------------------------------------------------------------
     cfg.DIST = CN()
@@ -255,3 +256,7 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.IMPORTS = []  # .py files, package folders or dotted modules imported before the config is merged (ovrsis/imports.py); saved as absolute paths
     for add_config in _EXTENSIONS:
         add_config(cfg)
+
+    # --- keys that moved: naming one is an error that names its replacement -----------------
+    cfg.register_renamed_key("MODEL.TRAINING_FREE.PRECISION", "MODEL.PRECISION",
+                             "one precision switch now serves every method (fp32 | bf16 | fp16)")

@@ -364,10 +364,10 @@ def test_half_precision_autocast_stays_close_to_fp32():
     image = raw_image(40, 48)
     expected = reference.query_logits(image, (40, 48))
     for precision in ("bf16", "fp16"):
-        model = tiny_segmentor("MODEL.TRAINING_FREE.PRECISION", precision)
+        model = tiny_segmentor("MODEL.PRECISION", precision)
         model.set_vocabulary(["water", "road", "building"])
         got = model.query_logits(image, (40, 48))
         assert got.dtype == torch.float32
         assert (got - expected).abs().max() < 0.1 * expected.abs().max()
     with pytest.raises(ValueError, match="PRECISION"):
-        tiny_segmentor("MODEL.TRAINING_FREE.PRECISION", "fp8")
+        tiny_segmentor("MODEL.PRECISION", "fp8")

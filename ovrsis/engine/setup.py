@@ -31,6 +31,7 @@ from ..data import register_datasets_from_config
 from ..errors import ConfigError, DatasetError, SuppressUserErrorTracebacks, check_path, close_names
 from ..imports import KEY as KEY_IMPORTS
 from ..imports import config_imports, import_modules, parse_entries
+from ..modeling.precision import check_precision, set_tf32
 
 logger = logging.getLogger("ovrsis")
 
@@ -88,6 +89,8 @@ def _config_errors(cfg: CfgNode, source: str):
         yield
     except (KeyError, AssertionError) as err:
         message = str(err).strip("'\"")
+        if " was renamed to " in message:  # yacs' renamed key (add_ovrsis_config registers them)
+            raise ConfigError(f"{source}: {message}") from None
         if "Non-existent" not in message:
             raise
         bad = message.rsplit(":", 1)[-1].strip()
@@ -148,9 +151,7 @@ def setup_cfg(config_file: str = "", opts: Sequence[str] = (), args: Optional[ob
     cfg = new_config(config_file, opts)
     merge_overrides(cfg, opts)
     cfg.IMPORTS = import_modules(cfg.IMPORTS)  # already imported: resolved to absolute paths
-    if not cfg.MODEL.DEVICE.startswith("cuda") and cfg.SOLVER.AMP.ENABLED:
-        logger.warning("SOLVER.AMP.ENABLED is ignored on %s (CUDA only)", cfg.MODEL.DEVICE)
-        cfg.SOLVER.AMP.ENABLED = False
+    check_precision(cfg.MODEL.PRECISION)  # before anything is built (SOLVER.AMP.ENABLED: precision_from_config)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("MODEL.DEVICE is cuda but no GPU is visible; pass MODEL.DEVICE cpu")
     check_config_paths(cfg)
@@ -211,5 +212,6 @@ def setup_run(cfg: CfgNode, args: object) -> None:
                   f"test {list(cfg.DATASETS.TEST)}, device {cfg.MODEL.DEVICE}, seed {cfg.SEED}")
     logger.info("\n  ".join(header))
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
+    set_tf32(cfg.MODEL.TF32)
     if not getattr(args, "eval_only", False):
         torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK

@@ -3,8 +3,10 @@
 * ``--resume`` restores the optimizer state and the learning rate exactly (detectron2 0.6
   saves neither: its DefaultTrainer.state_dict omits the inner trainer's optimizer).
 * DDP works for CPU models (no ``device_ids``) and can find unused parameters.
-* AMP only on CUDA; param groups as in the official code (CLIP lr × CLIP_MULTIPLIER, no
-  weight decay on norms/embeddings) and full-model gradient-norm clipping.
+* ``MODEL.PRECISION`` on CUDA and CPU: the model autocasts itself (bf16 / fp16); fp16 steps add
+  ``torch.amp.GradScaler`` and clip the *unscaled* gradients (:class:`PrecisionTrainer`);
+  param groups as in the official code (CLIP lr × CLIP_MULTIPLIER, no weight decay on
+  norms/embeddings) and full-model gradient-norm clipping.
 * Evaluation sets each test dataset's vocabulary on the model before running it.
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import time
 import weakref
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Type
@@ -19,7 +22,7 @@ from typing import Any, Dict, List, Optional, Type
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
 from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler
@@ -33,6 +36,7 @@ from ..data import SemanticSegmentationMapper
 from ..data.benchmarks import inference_from_config
 from ..evaluation import OpenVocabSemSegEvaluator
 from ..modeling.meta_arch import vocabulary_of
+from ..modeling.precision import precision_from_config
 from .perturbation_diagnostics import PerturbationDiagnostics, insert_before_writer
 
 logger = logging.getLogger(__name__)
@@ -91,6 +95,54 @@ def with_full_model_clipping(optimizer_cls: Type[torch.optim.Optimizer], max_nor
     return FullModelGradientClipping
 
 
+class PrecisionTrainer(SimpleTrainer):
+    """detectron2's ``SimpleTrainer`` step at a model precision (``MODEL.PRECISION``), on CUDA and CPU.
+
+    The model runs its own autocast region (``ovrsis/modeling/precision.py``), so bf16 and
+    fp32 steps are plain steps. fp16 steps scale the loss with ``torch.amp.GradScaler(device
+    type)`` (the current ``torch.amp`` API), *unscale the gradients before the optimizer step* —
+    so full-model clipping inside ``optimizer.step`` (:func:`with_full_model_clipping`) acts on
+    the true gradients — and skip the step when a gradient is inf/NaN (the scaler then lowers
+    its scale). The scaler's state is part of :meth:`state_dict` (resume).
+    """
+
+    def __init__(self, model: torch.nn.Module, data_loader, optimizer: torch.optim.Optimizer, precision: str,
+                 device_type: str) -> None:
+        super().__init__(model, data_loader, optimizer)
+        self.precision = precision
+        self.grad_scaler = torch.amp.GradScaler(device_type) if precision == "fp16" else None
+
+    def run_step(self) -> None:
+        if self.grad_scaler is None:
+            return super().run_step()
+        assert self.model.training, "[PrecisionTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        loss_dict = self.model(data)
+        if isinstance(loss_dict, torch.Tensor):
+            losses, loss_dict = loss_dict, {"total_loss": loss_dict}
+        else:
+            losses = sum(loss_dict.values())
+        self.optimizer.zero_grad()
+        self.grad_scaler.scale(losses).backward()
+        self._write_metrics(loss_dict, data_time)
+        self.grad_scaler.unscale_(self.optimizer)  # clipping in optimizer.step sees unscaled gradients
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+
+    def state_dict(self) -> Dict[str, Any]:
+        state = super().state_dict()
+        if self.grad_scaler is not None:
+            state["grad_scaler"] = self.grad_scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.grad_scaler is not None and "grad_scaler" in state:
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
+
+
 class Trainer(DefaultTrainer):
     """DefaultTrainer with ovrsis' model, data, optimizer, evaluator and checkpoint fixes."""
 
@@ -103,8 +155,8 @@ class Trainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model(model, find_unused_parameters=cfg.DIST.FIND_UNUSED_PARAMETERS)
-        amp = cfg.SOLVER.AMP.ENABLED and torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda")
-        self._trainer = (AMPTrainer if amp else SimpleTrainer)(model, data_loader, optimizer)
+        self._trainer = PrecisionTrainer(model, data_loader, optimizer, precision_from_config(cfg),
+                                         torch.device(cfg.MODEL.DEVICE).type)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = OVRSISCheckpointer.from_config(cfg, model, trainer=weakref.proxy(self))
         self.start_iter = 0
@@ -121,7 +173,7 @@ class Trainer(DefaultTrainer):
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         super().load_state_dict(state)
         if "optimizer" in state:
-            self._trainer.optimizer.load_state_dict(state["optimizer"])
+            self._trainer.load_state_dict(state)  # optimizer (and the fp16 gradient scaler)
         else:
             logger.warning("Checkpoint has no optimizer state: the optimizer restarts from scratch")
 
@@ -141,7 +193,7 @@ class Trainer(DefaultTrainer):
         period = self.cfg.MODEL.PERTURBATION.DIAGNOSTICS_PERIOD
         if period > 0:
             hooks = insert_before_writer(hooks, PerturbationDiagnostics(
-                unwrap(self.model), period, self.cfg.MODEL.LOSS.IGNORE_VALUE))
+                unwrap(self.model), period, unwrap(self.model).ignore_value))
         return hooks
 
     # ------------------------------------------------------------------ builders

@@ -24,6 +24,7 @@ from .encoders.clip import CLIPEncoder
 from .encoders.specialist import build_specialists, check_guidance_sources, resample_to_grid
 from .perturbation import PerturbationStage, build_perturbation
 from .losses import per_class_bce
+from .precision import autocast, check_precision, full_precision, precision_from_config
 from .tiling import TilingSettings, tiled_probabilities
 from .registry import AGGREGATOR_REGISTRY, DECODER_REGISTRY, LOSS_HEAD_REGISTRY
 from .text_templates import prompt_templates
@@ -58,7 +59,7 @@ class CostAggregationSegmentor(nn.Module):
                  tiling: TilingSettings = TilingSettings(), specialists: Optional[nn.ModuleDict] = None,
                  guidance_sources: Sequence[str] = ("clip",),
                  perturbation: Optional[PerturbationStage] = None, appearance_source: str = "clip",
-                 loss_heads: Optional[nn.ModuleDict] = None) -> None:
+                 loss_heads: Optional[nn.ModuleDict] = None, precision: str = "fp32") -> None:
         super().__init__()
         if inference_mode not in ("whole", "slide", "tiled"):
             raise ValueError(f"TEST.INFERENCE_MODE must be 'whole', 'slide' or 'tiled', got {inference_mode!r}")
@@ -105,6 +106,7 @@ class CostAggregationSegmentor(nn.Module):
         self.tiling = tiling
         # training-only perturbation of the cost's inputs (Pi-Seg SPMs); identity at evaluation
         self.perturbation = perturbation if perturbation is not None else PerturbationStage()
+        self.precision = check_precision(precision)  # MODEL.PRECISION (ovrsis/modeling/precision.py)
 
     @classmethod
     def from_config(cls, cfg) -> Dict:
@@ -168,6 +170,7 @@ class CostAggregationSegmentor(nn.Module):
             "perturbation": build_perturbation(cfg, clip.embed_dim),
             "appearance_source": appearance,
             "loss_heads": loss_heads,
+            "precision": precision_from_config(cfg),
         }
 
     @property
@@ -198,13 +201,16 @@ class CostAggregationSegmentor(nn.Module):
         return fuse_rotation_costs(cosine_cost(views, text), self.rotation_fusion), dense, taps
 
     def predict_logits(self, images: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
-        """CLIP-normalised images (B, 3, H, W) → logits (B, T, 4g, 4g). CLIP sees them resized to
-        its input size (S, S), each specialist stream at its own size, both from these images."""
-        return self._predict(images, class_names)[0]
+        """CLIP-normalised images (B, 3, H, W) → fp32 logits (B, T, 4g, 4g). CLIP sees them resized to
+        its input size (S, S), each specialist stream at its own size, both from these images. The
+        network runs at ``precision`` (MODEL.PRECISION)."""
+        with autocast(self.precision, self.device):
+            return self._predict(images, class_names)[0].float()
 
     def _predict(self, images: torch.Tensor, class_names: Sequence[str]) -> Tuple[torch.Tensor, Dict[str, object]]:
-        """:meth:`predict_logits` plus the state the loss heads read: ``embedding`` (B, T', C, g, g)
-        over the T' ≤ T selected classes, ``features`` (dense maps by source), ``images`` (the CLIP input)."""
+        """:meth:`predict_logits` (without the precision region: callers open it) plus the state
+        the loss heads read: ``embedding`` (B, T', C, g, g) over the T' ≤ T selected classes,
+        ``features`` (dense maps by source), ``images`` (the CLIP input)."""
         clip_images = self._to_clip_input(images)
         text = self.perturbation.perturb_text(self.clip.encode_text(class_names))  # (T, P, C), normalised
         cost, dense, taps = self.cost_volume(clip_images, text)
@@ -254,13 +260,15 @@ class CostAggregationSegmentor(nn.Module):
         if not self.train_classes:
             raise ValueError("empty vocabulary: the training dataset registers no classes")
         images = ImageList.from_tensors([self._normalize(x["image"]) for x in batched_inputs], 0).tensor
-        logits, state = self._predict(images, self.train_classes)
         targets = torch.stack([x["sem_seg"].to(self.device) for x in batched_inputs])
-        logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
-        losses = {"loss_sem_seg": per_class_bce(logits, targets, self.ignore_value, self.ignore_as_negative)}
-        for head in self.loss_heads.values():  # training-only heads (MODEL.LOSS.HEADS)
-            losses.update(head(state))
-        return losses
+        with autocast(self.precision, self.device):
+            logits, state = self._predict(images, self.train_classes)
+            with full_precision(self.device):  # the loss in fp32 (precision.py's rule)
+                logits = F.interpolate(logits.float(), size=targets.shape[-2:], mode="bilinear", align_corners=False)
+                losses = {"loss_sem_seg": per_class_bce(logits, targets, self.ignore_value, self.ignore_as_negative)}
+            for head in self.loss_heads.values():  # training-only heads (MODEL.LOSS.HEADS); their losses: autocast's fp32 list
+                losses.update(head(state))
+        return {name: loss.float() for name, loss in losses.items()}
 
     # ------------------------------------------------------------------ inference protocols
     def _output_size(self, x: Dict, default: Tuple[int, int]) -> Tuple[int, int]:

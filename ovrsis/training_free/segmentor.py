@@ -18,7 +18,6 @@ Several images per call and several windows per CLIP batch (the official code ta
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -31,6 +30,7 @@ from torch import nn
 from ..data.vocabulary import load_class_names
 from ..modeling.encoders.clip import CLIPEncoder
 from ..modeling.meta_arch import vocabulary_of
+from ..modeling.precision import autocast, check_precision, full_precision, precision_from_config
 from ..modeling.text_templates import prompt_templates
 from ..modeling.tiling import TilingSettings, window_average
 from .last_block import LAST_BLOCK_ATTENTION, run_last_block
@@ -38,8 +38,6 @@ from .postprocess import class_probabilities, expand_queries, threshold_to_backg
 from .simfeatup import SimFeatUp, load_simfeatup_checkpoint, upsampling_steps
 
 logger = logging.getLogger(__name__)
-
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def centred_padding(height: int, width: int, multiple: int) -> Tuple[int, int, int, int]:
@@ -72,8 +70,6 @@ class TrainingFreeSegmentor(nn.Module):
         if attention not in LAST_BLOCK_ATTENTION:
             raise ValueError(f"MODEL.TRAINING_FREE.ATTENTION must be one of {sorted(LAST_BLOCK_ATTENTION)}, "
                              f"got {attention!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"MODEL.TRAINING_FREE.PRECISION must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if tiling.class_chunk:
             raise ValueError("TEST.TILED.CLASS_CHUNK must be 0 for the training-free segmentor: its softmax runs "
                              "over every query at once")
@@ -90,7 +86,7 @@ class TrainingFreeSegmentor(nn.Module):
         self.bg_idx = int(bg_idx)
         self.class_prompts = list(class_prompts)
         self.tiling = tiling
-        self.precision = precision
+        self.precision = check_precision(precision)  # MODEL.PRECISION (ovrsis/modeling/precision.py)
         self.test_classes: List[str] = []
         if test_classes:
             self.set_vocabulary(test_classes)
@@ -123,7 +119,7 @@ class TrainingFreeSegmentor(nn.Module):
             "attention": t.ATTENTION, "residual": t.RESIDUAL, "ffn": t.FFN, "bias_lambda": t.BIAS_LAMBDA,
             "logit_scale": t.LOGIT_SCALE, "prob_thd": t.PROB_THD, "bg_idx": t.BG_IDX,
             "class_prompts": class_prompts, "tiling": TilingSettings.from_config(cfg.TEST.TILED),
-            "precision": t.PRECISION,
+            "precision": precision_from_config(cfg),
         }
 
     @property
@@ -161,12 +157,6 @@ class TrainingFreeSegmentor(nn.Module):
         return F.normalize(self.clip.encode_text(self.queries).mean(dim=1), dim=-1)
 
     # ------------------------------------------------------------------ one batch of windows
-    def _autocast(self):
-        dtype = PRECISIONS[self.precision]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
-
     def window_logits(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """CLIP-normalised windows (N, 3, H, W), sides multiples of the patch size, and text (Q, C)
         → logits (N, Q, H, W): cosine of (upsampled) patch features and text, minus
@@ -178,10 +168,12 @@ class TrainingFreeSegmentor(nn.Module):
         features = tokens[:, 1:].transpose(1, 2).reshape(n, c, gh, gw)
         if self.upsampler is not None:
             features = self.upsampler(features, images)
-        logits = torch.einsum("nchw,qc->nqhw", F.normalize(features.to(text.dtype), dim=1), text)
-        if self.bias_lambda:
-            cls_logits = F.normalize(tokens[:, 0].to(text.dtype), dim=-1) @ text.T
-            logits = logits - self.bias_lambda * cls_logits[:, :, None, None]
+        with full_precision(images.device):  # cosine in fp32: 50x logit scale (docs/performance.md, "Precision")
+            text = text.float()
+            logits = torch.einsum("nchw,qc->nqhw", F.normalize(features.float(), dim=1), text)
+            if self.bias_lambda:
+                cls_logits = F.normalize(tokens[:, 0].float(), dim=-1) @ text.T
+                logits = logits - self.bias_lambda * cls_logits[:, :, None, None]
         if logits.shape[-2:] != images.shape[-2:]:
             logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
         return logits
@@ -194,7 +186,7 @@ class TrainingFreeSegmentor(nn.Module):
         left, right, top, bottom = centred_padding(h, w, self.clip.patch_size)
         if left or right or top or bottom:
             images = F.pad(images, (left, right, top, bottom))
-        with self._autocast():
+        with autocast(self.precision, self.device):
             logits = self.window_logits(images, self.text_features())
         return logits[:, :, top:top + h, left:left + w].float()
 
