@@ -450,7 +450,7 @@ def prepare(sources: Sequence[Source], targets: Sequence[Target], root: str | os
     print(f"{recipe}: converted {done} raw images, {skipped} already prepared")
     if raw is not None:
         raw.report()
-    for record in _unique_folders(t.record for t in targets):
+    for record in _unique_folders(t.record for t in targets if any(t.takes(s) for s in sources)):
         check_dataset(record, root)
 
 
