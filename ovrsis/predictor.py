@@ -35,13 +35,13 @@ from .data.mappers import SemanticSegmentationMapper
 from .data.raster import RasterInfo, RasterSettings, read_raster, to_rgb8
 from .data.vocabulary import VocabularySpec, load_class_names
 from .engine.setup import check_config_paths, merge_overrides, setup_cfg
-from .errors import ConfigError
+from .errors import ConfigError, close_names
 from .imports import import_modules
+from .modeling.registry import INFERENCE_PROTOCOL_REGISTRY
 from .modeling.tiling import tile_progress
 
 logger = logging.getLogger(__name__)
 
-INFERENCE_MODES = ("whole", "slide", "tiled")
 
 
 @dataclass
@@ -88,8 +88,6 @@ class Predictor:
         if device is not None:
             overrides += ["MODEL.DEVICE", device]
         if inference_mode is not None:
-            if inference_mode not in INFERENCE_MODES:
-                raise ConfigError(f"inference mode must be one of {INFERENCE_MODES}, got {inference_mode!r}")
             overrides += ["TEST.INFERENCE_MODE", inference_mode]
         if isinstance(config, CfgNode):
             cfg = config.clone()
@@ -102,6 +100,10 @@ class Predictor:
             cfg.freeze()
         else:
             cfg = setup_cfg(config, overrides)
+        modes = INFERENCE_PROTOCOL_REGISTRY.names()  # after IMPORTS: a project's protocols too
+        if cfg.TEST.INFERENCE_MODE not in modes:
+            raise ConfigError(f"inference mode must be one of {modes}, got {cfg.TEST.INFERENCE_MODE!r}"
+                              f"{close_names(cfg.TEST.INFERENCE_MODE, modes)}")
         self.cfg = cfg
         self.model = build_model(cfg).eval()
         if cfg.MODEL.WEIGHTS:

@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     vocab.add_argument("--classes-file", metavar="FILE", help="class names: .txt (one per line) or .json list")
     parser.add_argument("--output", default="output/demo", metavar="DIR", help="output folder (default: %(default)s)")
     parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: MODEL.DEVICE)")
-    parser.add_argument("--mode", choices=("whole", "slide", "tiled"), default=None,
-                        help="inference protocol (default: TEST.INFERENCE_MODE)")
+    parser.add_argument("--mode", default=None,
+                        help="inference protocol: whole | slide | tiled | a registered one (default: TEST.INFERENCE_MODE)")
     parser.add_argument("--native-resolution", action="store_true",
                         help="no test-time resize (INPUT.MIN_SIZE_TEST 0); use with --mode tiled for large scenes")
     parser.add_argument("--bands", nargs="+", type=int, metavar="B", help="1-based bands for R G B (or one band)")

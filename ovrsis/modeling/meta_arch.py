@@ -22,6 +22,7 @@ from .cost.volume import cosine_cost, scatter_selected, select_top_classes
 from .decoders.guided_upsampling import TapPyramid
 from .encoders.clip import CLIPEncoder
 from .encoders.specialist import build_specialists, check_guidance_sources, resample_to_grid
+from .inference import Protocol, build_protocols, builtin_protocols, check_protocol
 from .perturbation import PerturbationStage, build_perturbation
 from .losses import per_class_bce
 from .precision import autocast, check_precision, full_precision, precision_from_config
@@ -57,12 +58,13 @@ class CostAggregationSegmentor(nn.Module):
                  slide_window: int = 384, slide_overlap: float = 0.333, slide_canvas: Sequence[int] = (640, 640),
                  slide_global_view: bool = True, stretch_padding: bool = False, size_divisibility: int = 32,
                  tiling: TilingSettings = TilingSettings(), specialists: Optional[nn.ModuleDict] = None,
-                 guidance_sources: Sequence[str] = ("clip",),
+                 guidance_sources: Sequence[str] = ("clip",), protocols: Optional[Dict[str, Protocol]] = None,
                  perturbation: Optional[PerturbationStage] = None, appearance_source: str = "clip",
                  loss_heads: Optional[nn.ModuleDict] = None, precision: str = "fp32") -> None:
         super().__init__()
-        if inference_mode not in ("whole", "slide", "tiled"):
-            raise ValueError(f"TEST.INFERENCE_MODE must be 'whole', 'slide' or 'tiled', got {inference_mode!r}")
+        # every registered inference protocol (ovrsis.modeling.inference): inference_mode may be switched later
+        self.protocols = dict(protocols) if protocols is not None else builtin_protocols()
+        check_protocol(self.protocols, inference_mode)
         if inference_mode == "slide":
             stride = int(slide_window * (1 - slide_overlap))
             if stride <= 0 or any(s < slide_window or (s - slide_window) % stride for s in slide_canvas):
@@ -167,6 +169,7 @@ class CostAggregationSegmentor(nn.Module):
             "tiling": TilingSettings.from_config(cfg.TEST.TILED),
             "specialists": specialists,
             "guidance_sources": m.DECODER.GUIDANCE_SOURCES,
+            "protocols": build_protocols(cfg),
             "perturbation": build_perturbation(cfg, clip.embed_dim),
             "appearance_source": appearance,
             "loss_heads": loss_heads,
@@ -252,9 +255,8 @@ class CostAggregationSegmentor(nn.Module):
         classes = self.test_classes
         if not classes:
             raise ValueError("empty vocabulary: call set_vocabulary() or register the test dataset's classes")
-        infer = {"whole": self._inference_whole, "slide": self._inference_slide,
-                 "tiled": self._inference_tiled}[self.inference_mode]
-        return [{"sem_seg": infer(x, classes)} for x in batched_inputs]
+        infer = self.protocols[self.inference_mode]  # TEST.INFERENCE_MODE (INFERENCE_PROTOCOL_REGISTRY)
+        return [{"sem_seg": infer(self, x, classes)} for x in batched_inputs]
 
     def _forward_train(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         if not self.train_classes:
