@@ -223,7 +223,7 @@ def fast(raw: Path, ids: np.ndarray) -> str:
 
 def binary(image: str, label: str, image_name: str, label_name: str) -> Callable[[Path, np.ndarray], str]:
     def build(raw: Path, grey: np.ndarray) -> str:
-        save(raw / image / image_name, rgb(*grey.shape))
+        save(raw / image / image_name, rgb(*grey.shape[:2]))
         save(raw / label / label_name, grey)
         return Path(image_name).stem.removesuffix("_sat")
     return build
