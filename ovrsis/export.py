@@ -97,7 +97,9 @@ def label_polygons(labels: np.ndarray, class_names: Sequence[str], info: Optiona
 
     Coordinates: with a georeferenced ``info``, the input's CRS, reprojected to WGS 84
     longitude/latitude when ``to_wgs84`` (RFC 7946); otherwise (no CRS) pixel coordinates
-    (x = column, y = row) and the collection says so under ``"coordinates"``.
+    (x = column, y = row). The collection names its coordinates in the foreign member
+    ``"coordinate_system"`` (RFC 7946 §6.1); a FeatureCollection may not carry a ``"coordinates"``
+    member (§7.1).
     Regions smaller than ``min_pixels`` are left out.
     """
     from rasterio import features
@@ -117,18 +119,18 @@ def label_polygons(labels: np.ndarray, class_names: Sequence[str], info: Optiona
         feats.append({"type": "Feature", "geometry": geometry,
                       "properties": {"class_id": cid, "class": display_name(class_names[cid]),
                                      "prompts": split_subprompts(class_names[cid]), "pixels": pixels}})
-    coordinates = "pixel (x = column, y = row)"
+    coordinate_system = "pixel (x = column, y = row)"
     if geo and info.crs is not None:
-        coordinates = str(info.crs)
+        coordinate_system = str(info.crs)
         if to_wgs84:
             from rasterio.warp import transform_geom
 
             for f in feats:
                 f["geometry"] = transform_geom(info.crs, "EPSG:4326", f["geometry"])
-            coordinates = "EPSG:4326 (longitude, latitude)"
+            coordinate_system = "EPSG:4326 (longitude, latitude)"
     elif geo:
-        coordinates = "the input's transform (no CRS declared)"
-    return {"type": "FeatureCollection", "coordinates": coordinates, "features": feats}
+        coordinate_system = "the input's transform (no CRS declared)"
+    return {"type": "FeatureCollection", "coordinate_system": coordinate_system, "features": feats}
 
 
 def _ring_area(ring: Sequence[Sequence[float]]) -> float:

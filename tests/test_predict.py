@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import subprocess
 import sys
+import tempfile
 import threading
 import urllib.error
 import urllib.request
@@ -200,11 +202,20 @@ def test_demo_geotiff_round_trip_and_outputs(tools, checkpoint, predictor, tmp_p
         image = cv2.imread(str(out / name))
         assert image is not None and image.size > 0 and image.std() > 0, name
     geo = json.loads((out / "scene.geojson").read_text())
-    assert geo["coordinates"].startswith("EPSG:4326")
+    _assert_rfc7946_collection(geo)
+    assert geo["coordinate_system"].startswith("EPSG:4326")
     assert sum(f["properties"]["pixels"] for f in geo["features"]) == 40 * 56  # polygons tile the map
     lon, lat = geo["features"][0]["geometry"]["coordinates"][0][0]
     assert 14.0 < lon < 16.0 and 46.0 < lat < 48.0  # UTM 33N, x 500 km, y 5200 km
     assert json.loads((out / "classes.json").read_text())[1]["class"] == "tree, forest"
+
+
+def _assert_rfc7946_collection(geo: dict) -> None:
+    """RFC 7946 §7.1: a FeatureCollection never carries "coordinates", "geometry" or "properties"."""
+    assert geo["type"] == "FeatureCollection" and isinstance(geo["features"], list)
+    assert not {"coordinates", "geometry", "properties"} & set(geo), sorted(geo)
+    for feature in geo["features"]:
+        assert feature["type"] == "Feature" and not {"coordinates", "features"} & set(feature)
 
 
 def test_demo_plain_png_gets_png_label_map_and_pixel_polygons(tools, checkpoint, tmp_path):
@@ -223,7 +234,9 @@ def test_demo_plain_png_gets_png_label_map_and_pixel_polygons(tools, checkpoint,
     assert (tmp_path / "stretched" / "a_overlay.png").is_file()
     labels = cv2.imread(str(out / "b_labels.png"), cv2.IMREAD_UNCHANGED)
     assert labels.shape == (24, 24) and labels.max() <= 1
-    assert json.loads((out / "a.geojson").read_text())["coordinates"].startswith("pixel")
+    geo = json.loads((out / "a.geojson").read_text())
+    _assert_rfc7946_collection(geo)
+    assert geo["coordinate_system"].startswith("pixel")
     bands, _, _ = _write_geotiff(tmp_path / "l8.tif", np.full((4, 16, 16), 9000, np.uint16))
     with pytest.raises(RasterError, match="--bands sets INPUT.RASTER.BANDS"):
         tools["demo"].main([bands, "--config-file", QUICKSTART, "--weights", checkpoint, "--classes", "water",
@@ -287,6 +300,49 @@ def test_web_demo_round_trip(tools, predictor):
         server.server_close()
         thread.join(timeout=5)
     assert not thread.is_alive() and time.perf_counter() - start < 30
+
+
+@pytest.mark.parametrize("form, expected", [
+    ({}, ["scene_l8.tif", "4 data band(s)", "set the Bands field"]),  # multi-band: which bands?
+    ({"bands": "3 2 1"}, ["scene_l8.tif", "uint16 values", "set the Scaling field to 'fixed' (with the Range field"]),
+    ({"bands": "3 2 1", "scaling": "fixed", "range": "9000"}, ["Range takes two numbers"]),
+    ({"bands": "3 2 x"}, ["Bands must be whole numbers"]),
+    ({"bands": "3 2 7", "scaling": "percentile"}, ["scene_l8.tif", "the Bands field [3, 2, 7] names band(s) [7]"]),
+    ({"bands": "3 2 1", "scaling": "percentile"}, None),
+    ({"bands": "3, 2, 1", "scaling": "fixed", "range": "0 10000"}, None),
+])
+def test_web_demo_sixteen_bit_upload_is_answered_for_the_browser(tools, predictor, tmp_path, form, expected):
+    """A 16-bit 4-band GeoTIFF upload: the answer names the uploaded file (never the server's
+    temporary copy) and the form fields to fill in (never a config key); filled in, it segments."""
+    import html
+
+    bands = np.stack([np.full((24, 32), v, np.uint16) for v in (8000, 9000, 10000, 12000)])
+    bands[:, :12] += 3000
+    path, _, _ = _write_geotiff(tmp_path / "scene_l8.tif", bands)
+    server = tools["web_demo"].DemoServer(("127.0.0.1", 0), predictor, ["water"], quiet=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        body, ctype = _multipart({"image": ("scene_l8.tif", Path(path).read_bytes(), "image/tiff"),
+                                  "classes": "water\ntree", **form})
+        request = urllib.request.Request(f"http://{host}:{port}/segment", data=body, headers={"Content-Type": ctype})
+        if expected is None:
+            page = urllib.request.urlopen(request, timeout=30).read().decode()
+            assert 'id="result"' in page and "tree: " in page
+            return
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(request, timeout=30)
+        assert err.value.code == 400
+        message = html.unescape(re.search(r'<p class="error">(.*?)</p>', err.value.read().decode(), re.S).group(1))
+        for text in expected:
+            assert text in message, message
+        assert "INPUT.RASTER" not in message and "form." not in message and "upload.tif" not in message
+        assert tempfile.gettempdir() not in message, message
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def test_browse_config_registered_dataset(tools, tmp_path):
