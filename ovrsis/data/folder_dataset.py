@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..errors import ConfigError, DatasetError, close_names
 from .raster import RASTER_EXTENSIONS, RasterError, RasterSettings, raster_info
-from .vocabulary import VocabularySpec, load_class_names
+from .vocabulary import VocabularySpec, check_class_names, class_key, load_class_names
 
 IMAGE_EXTENSIONS = RASTER_EXTENSIONS
 _RASTER_KEYS = {"BANDS", "SCALING", "RANGE", "PERCENTILES"}  # per-dataset INPUT.RASTER overrides
@@ -285,12 +285,15 @@ def _check_pairs(
 
 
 def _subset(name: str, kind: str, subset: Sequence[str] | None, classes: Sequence[str]) -> list[str]:
-    subset = list(subset or [])
-    unknown = [c for c in subset if c not in classes]
+    """The seen/unseen names as spelt in the class list (matched by :func:`class_key`: case and
+    spaces aside, as the duplicate check compares them)."""
+    subset = check_class_names(subset, f"dataset {name!r}: {kind} classes") if subset else []
+    by_key = {class_key(c): c for c in classes}
+    unknown = [c for c in subset if class_key(c) not in by_key]
     if unknown:
         hints = "".join(close_names(c, classes, 1) for c in unknown[:3])
         raise ConfigError(f"dataset {name!r}: {kind} classes {unknown} are not in its class list{hints}")
-    return subset
+    return [by_key[class_key(c)] for c in subset]
 
 
 def _optional_vocabulary(spec, key: str) -> list[str] | None:

@@ -11,6 +11,15 @@ sub-prompt is dropped. A literal comma inside a sub-prompt is written ``\\,``. H
 sub-prompts are combined is the model's choice (``MODEL.TEXT.SYNONYMS``: the first, or the
 mean of their embeddings; the training-free segmentor takes the max probability).
 Entries that look like unsplit lists (holding ``;``, ``|`` or a tab) are warned about once.
+
+**One spelling per class.** Every entry point that takes class names (config ``CLASS_NAMES`` /
+``SEEN_CLASSES`` / ``UNSEEN_CLASSES``, class files, benchmark records and their prompts, the
+predictor, ``tools/demo.py``, the web demo, sweeps' overrides, a model's ``set_vocabulary``) runs
+them through :func:`check_class_names`: each entry is stripped and its inner whitespace runs become
+one space (:func:`normalize_class_name`), and two entries that name the same class — equal
+sub-prompts up to case (CLIP's tokenizer lower-cases) and spaces around the commas, e.g.
+``water`` and ``"Water "`` — are an error, because CLIP would score them identically and the
+class would be split between the two ids at random.
 """
 from __future__ import annotations
 
@@ -29,6 +38,7 @@ logger = logging.getLogger(__name__)
 VocabularySpec = Union[Sequence[str], str, os.PathLike]
 _SEPARATOR = re.compile(r"(?<!\\),")
 _LIST_LIKE = re.compile(r"[;|\t]")
+_WHITESPACE = re.compile(r"\s+")
 _warned: set[str] = set()
 
 
@@ -45,6 +55,59 @@ def split_subprompts(name: str) -> list[str]:
     return parts
 
 
+def normalize_class_name(name: str) -> str:
+    """The canonical spelling of one class entry: surrounding whitespace dropped, every inner run
+    of whitespace (spaces, tabs, newlines) made one space. ``"  Water\tbody "`` → ``"Water body"``."""
+    return _WHITESPACE.sub(" ", name).strip()
+
+
+def class_key(name: str) -> tuple[str, ...]:
+    """What makes two entries the same class: their sub-prompts, case-folded. ``"Road,Parking lot"``
+    and ``"road, parking lot"`` share the key ``("road", "parking lot")``."""
+    return tuple(part.casefold() for part in split_subprompts(normalize_class_name(name)))
+
+
+def check_class_names(names: Sequence[object], source: str = "class names") -> list[str]:
+    """The one check every class-name entry point runs; returns the normalised entries.
+
+    Args:
+        names: the entries, in class-id order.
+        source: where they came from (a config key, a file, an argument), named in errors.
+
+    Returns:
+        ``[normalize_class_name(n) for n in names]``, order kept (it defines the class ids).
+
+    Raises:
+        ConfigError: no entry, an entry that is not a string or holds no sub-prompt, or two entries
+        naming the same class (:func:`class_key`), e.g. ``water`` and ``"Water "``.
+    """
+    names = list(names)
+    if not all(isinstance(name, str) for name in names):
+        raise ConfigError(f"{source}: class names must be strings, got {names!r}")
+    if not names:
+        raise ConfigError(f"{source} is empty: give at least one class name")
+    normalised = [normalize_class_name(name) for name in names]
+    if not all(normalised):
+        raise ConfigError(f"{source}: class {normalised.index('')} has an empty name")
+    first: dict[tuple[str, ...], int] = {}
+    clashes = []
+    for index, name in enumerate(normalised):
+        key = class_key(name)
+        if key in first:
+            clashes.append(f"{names[first[key]]!r} (class {first[key]}) and {names[index]!r} (class {index})")
+        else:
+            first[key] = index
+        if _LIST_LIKE.search(names[index]) and name not in _warned:
+            _warned.add(name)
+            logger.warning("%s: class name %r looks like an unsplit list; separate sub-prompts with ',' "
+                           "(one class per entry/line)", source, name)
+    if clashes:
+        raise ConfigError(
+            f"{source}: duplicate class names: {'; '.join(clashes)} name the same class (names are compared "
+            "ignoring case and spaces: CLIP reads them alike). Give each class once; ids follow the order")
+    return normalised
+
+
 def display_name(name: str) -> str:
     """Short label of a class entry for tables and legends: its first sub-prompt."""
     return split_subprompts(name)[0]
@@ -54,16 +117,16 @@ def load_class_names(spec: VocabularySpec, key: str = "class names") -> list[str
     """Return the class entries given inline or by a ``.txt``/``.json`` file.
 
     ``.txt``: one class per line, blank lines skipped. ``.json``: a list of strings. Entries
-    are stripped of surrounding whitespace; order is kept because it defines the contiguous
-    class ids. Each entry may hold comma-separated sub-prompts (module docstring).
+    are normalised and checked by :func:`check_class_names`; order is kept because it defines
+    the contiguous class ids. Each entry may hold comma-separated sub-prompts (module docstring).
 
     Args:
         spec: a list of names, or a path to a ``.txt``/``.json`` file.
         key: the config key the vocabulary came from, named in errors.
 
     Raises:
-        ConfigError: empty vocabulary, an empty or non-string name, a duplicate, a missing or
-        unreadable file.
+        ConfigError: empty vocabulary, an empty or non-string name, two names for one class
+        (:func:`check_class_names`), a missing or unreadable file.
     """
     if isinstance(spec, (str, os.PathLike)):
         names = _read_vocabulary_file(Path(spec), key)
@@ -71,23 +134,7 @@ def load_class_names(spec: VocabularySpec, key: str = "class names") -> list[str
     else:
         names = list(spec)
         source = key
-    if not all(isinstance(name, str) for name in names):
-        raise ConfigError(f"{source}: class names must be strings, got {names!r}")
-    names = [name.strip() for name in names]
-    if not names:
-        raise ConfigError(f"{source} is empty: give at least one class name")
-    if not all(names):
-        raise ConfigError(f"{source}: class {names.index('')} has an empty name")
-    for name in names:
-        split_subprompts(name)
-        if _LIST_LIKE.search(name) and name not in _warned:
-            _warned.add(name)
-            logger.warning("%s: class name %r looks like an unsplit list; separate sub-prompts with ',' "
-                           "(one class per entry/line)", source, name)
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ConfigError(f"{source}: duplicate class names {duplicates} (each class once; ids follow the order)")
-    return names
+    return check_class_names(names, source)
 
 
 def _read_vocabulary_file(path: Path, key: str) -> list:

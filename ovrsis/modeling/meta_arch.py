@@ -25,6 +25,7 @@ from .encoders.specialist import build_specialists, check_guidance_sources, resa
 from .inference import Protocol, build_protocols, builtin_protocols, check_protocol
 from .perturbation import PerturbationStage, build_perturbation
 from .losses import per_class_bce
+from ..data.vocabulary import check_class_names
 from .precision import autocast, check_precision, full_precision, precision_from_config
 from .tiling import TilingSettings, tiled_probabilities
 from .registry import AGGREGATOR_REGISTRY, DECODER_REGISTRY, LOSS_HEAD_REGISTRY
@@ -184,10 +185,11 @@ class CostAggregationSegmentor(nn.Module):
         """Choose the classes to segment (evaluation by default, training with ``train=True``)."""
         if len(class_names) == 0:
             raise ValueError("empty vocabulary: no class names to segment")
+        names = check_class_names(class_names, "vocabulary")  # one spelling per class (ovrsis.data.vocabulary)
         if train:
-            self.train_classes = list(class_names)
+            self.train_classes = names
         else:
-            self.test_classes = list(class_names)
+            self.test_classes = names
 
     # ------------------------------------------------------------------ core
     def cost_volume(self, clip_images: torch.Tensor, text: torch.Tensor

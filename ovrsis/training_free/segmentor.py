@@ -27,7 +27,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
-from ..data.vocabulary import load_class_names
+from ..data.vocabulary import check_class_names, load_class_names
 from ..modeling.encoders.clip import CLIPEncoder
 from ..modeling.meta_arch import vocabulary_of
 from ..modeling.precision import autocast, check_precision, full_precision, precision_from_config
@@ -137,7 +137,7 @@ class TrainingFreeSegmentor(nn.Module):
         file's entries (sub-prompts) replace the names id by id, so their counts must agree."""
         if train:
             raise ValueError("TrainingFreeSegmentor is not trained: it has no training vocabulary")
-        names = list(class_names)
+        names = check_class_names(class_names, "vocabulary") if len(class_names) else []
         if self.class_prompts:
             if len(names) != len(self.class_prompts):
                 raise ValueError(

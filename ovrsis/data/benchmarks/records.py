@@ -17,6 +17,7 @@ from typing import Any
 from detectron2.data import MetadataCatalog
 
 from ..folder_dataset import DatasetError, register_folder_dataset
+from ..vocabulary import check_class_names
 from .inference import InferenceProtocol
 
 PREPARE_HINT = "datasets/README.md"
@@ -85,7 +86,8 @@ def register_records(records: Iterable[DatasetRecord], root: str) -> None:
             seen_classes=list(record.seen), unseen_classes=list(record.unseen), image_ext=record.image_ext,
             mask_ext=record.mask_ext, before_load=ensure_present)
         MetadataCatalog.get(record.name).set(
-            prompt_classes=list(record.prompt_classes), benchmark_record=record)
+            prompt_classes=check_class_names(record.prompt_classes, f"benchmark record {record.name!r} prompts"),
+            benchmark_record=record)
 
 
 def protocol_record(dataset_name: str, inference: InferenceProtocol | None) -> dict[str, Any]:
