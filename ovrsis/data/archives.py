@@ -137,7 +137,7 @@ def unpack(archive: Archive, dest: Path) -> bool:
             try:
                 zf.extractall(dest)
             except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as err:
-                raise DatasetError(f"cannot extract {archive.describe()}: {err}") from err
+                raise DatasetError(f"cannot extract {archive.describe()}: {err}{_joined_hint(archive)}") from err
     marker.write_text(archive.fingerprint())
     return True
 
@@ -149,11 +149,19 @@ def open_zip(archive: Archive) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(archive.path)
     except (zipfile.BadZipFile, OSError) as err:
-        hint = ""
-        if archive.path.read_bytes()[:4] == b"PK\x07\x08":
-            hint = ("; it starts with the split-archive signature: it is a split zip joined with `cat` (or the first "
-                    "part renamed). Put the original parts X.z01, X.z02, … X.zip side by side and pass their folder")
-        raise DatasetError(f"cannot read zip archive {archive.path}: {err}{hint}") from err
+        raise DatasetError(f"cannot read zip archive {archive.path}: {err}{_joined_hint(archive)}") from err
+
+
+def _joined_hint(archive: Archive) -> str:
+    """Why a single file starting with the split-archive signature cannot be read."""
+    if len(archive.parts) > 1:
+        return ""
+    with open(archive.path, "rb") as f:
+        if f.read(4) != b"PK\x07\x08":
+            return ""
+    return ("; it starts with the split-archive signature: a split zip joined with `cat` (its offsets are per part) "
+            "or a first part renamed. Put the original parts X.z01, X.z02, … X.zip side by side and pass their "
+            "folder as --raw")
 
 
 def open_split_zip(parts: Sequence[Path]) -> zipfile.ZipFile:
