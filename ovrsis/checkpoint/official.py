@@ -144,6 +144,15 @@ RSKTSEG = _RSKTLayout(
 LAYOUTS: Tuple[OfficialLayout, ...] = (RSKTSEG, GSNET, CATSEG)  # most specific marker first
 
 
+def register_layout(layout: OfficialLayout) -> OfficialLayout:
+    """Add a project's official layout (``docs/extending.md``): tried before the built-in ones, so its
+    ``marker`` must be a key prefix only its checkpoints have. Returns it (usable at module level)."""
+    global LAYOUTS
+    if layout not in LAYOUTS:
+        LAYOUTS = (layout, *LAYOUTS)
+    return layout
+
+
 def detect_layout(state: Dict[str, torch.Tensor]) -> Optional[OfficialLayout]:
     """The official layout a state dict is saved in, or None for ovrsis' own."""
     for layout in LAYOUTS:
