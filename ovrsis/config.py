@@ -192,6 +192,7 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.TEST.TILED.BATCH = 8  # tiles per forward pass (memory only, results unchanged)
     cfg.TEST.TILED.CLASS_CHUNK = 0  # classes per forward pass, 0 = all (chunks change class attention)
     cfg.TEST.TILED.LONG_SIDE = 0  # resize so the long side is this before tiling (P-C: 448), 0 = off
+    cfg.TEST.TILED.RESIZE = "opencv"  # LONG_SIDE resize: opencv (official mmcv/cv2 bilinear on the uint8 image) | float (F.interpolate)
 
     # --- input ------------------------------------------------------------------------------
     cfg.INPUT.MIN_SIZE_TRAIN = (384,)

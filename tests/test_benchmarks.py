@@ -315,6 +315,55 @@ def test_tiled_equals_whole_image_inference_when_one_tile_covers_it():
     assert several.shape == whole.shape and not torch.equal(several, whole.cpu())
 
 
+def mmcv_imrescale(image: np.ndarray, long_side: int) -> np.ndarray:
+    """SegEarth-OV's test resize, written out: mmcv ``rescale_size`` with scale (long, long) and
+    keep_ratio, then ``cv2.resize(INTER_LINEAR)`` on the (H, W, 3) uint8 array."""
+    import cv2
+
+    h, w = image.shape[:2]
+    factor = min(long_side / max(h, w), long_side / min(h, w))
+    return cv2.resize(image, (int(w * factor + 0.5), int(h * factor + 0.5)), interpolation=cv2.INTER_LINEAR)
+
+
+@pytest.mark.parametrize("size,long_side", [((517, 733), 448), ((733, 517), 448), ((120, 90), 448),
+                                            ((300, 1000), 896), ((448, 300), 448)])
+def test_long_side_resize_is_opencv_on_uint8_exactly(size, long_side):
+    from ovrsis.modeling.tiling import resize_long_side, window_average
+
+    rng = np.random.default_rng(sum(size))
+    array = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    image = torch.from_numpy(array).permute(2, 0, 1)
+    expected = torch.from_numpy(mmcv_imrescale(array, long_side)).permute(2, 0, 1)
+    got = resize_long_side(image, long_side)  # the default: opencv
+    assert got.dtype == torch.uint8 and torch.equal(got, expected)
+    floated = resize_long_side(image, long_side, "float")
+    assert floated.shape == expected.shape
+    if max(size) != long_side:
+        assert not torch.equal(floated.round().to(torch.uint8), expected)  # the float resize is not the official one
+    # Both tiled paths resize through it: windows see exactly the OpenCV-resized pixels.
+    settings = TilingSettings(tile=224, stride=112, batch=4, long_side=long_side)
+    averaged = window_average(image, lambda tiles, names: tiles[:, :2].float(), ["a", "b"], settings)
+    assert torch.equal(averaged, expected[:2].float())
+    stitched = tiled_probabilities(image, lambda tiles, names: tiles[:, :1].float(), ["a"], tuple(expected.shape[-2:]),
+                                   settings)
+    assert torch.equal(stitched, expected[:1].float())
+
+
+def test_protocol_c_resizes_with_opencv_by_default():
+    from ovrsis.modeling.tiling import resize_long_side
+
+    cfg = get_cfg()
+    add_ovrsis_config(cfg)
+    cfg.merge_from_list(PROTOCOLS["P-C"].config_overrides())
+    assert cfg.TEST.TILED.RESIZE == "opencv" and TilingSettings.from_config(cfg.TEST.TILED).resize == "opencv"
+    cfg.merge_from_list(["TEST.TILED.RESIZE", "float"])
+    assert inference_from_config(cfg).name == "custom"
+    with pytest.raises(ValueError, match="TEST.TILED.RESIZE"):
+        resize_long_side(torch.zeros(3, 8, 8), 4, "area")
+    with pytest.raises(ValueError, match="resize one of"):
+        TilingSettings(long_side=448, resize="area")
+
+
 # ------------------------------------------------------------------ tables and the runner
 
 

@@ -39,6 +39,9 @@ def tile_progress(callback: Callable[[int, int], None]) -> Iterator[None]:
         _progress.reset(token)
 
 
+LONG_SIDE_RESIZE = ("opencv", "float")  # TEST.TILED.RESIZE (resize_long_side)
+
+
 @dataclass(frozen=True)
 class TilingSettings:
     """Tile geometry and batching (config ``TEST.TILED``)."""
@@ -48,16 +51,17 @@ class TilingSettings:
     batch: int = 8  # tiles per scorer call
     class_chunk: int = 0  # classes per scorer call, 0 = all
     long_side: int = 0  # resize the long side to this first (SegEarth-OV P-C: 448), 0 = off
+    resize: str = "opencv"  # how long_side resizes: opencv (official: cv2 bilinear on the uint8 image) | float
 
     def __post_init__(self) -> None:
         if self.tile < 1 or not 1 <= self.stride <= self.tile or self.batch < 1 or self.class_chunk < 0 \
-                or self.long_side < 0:
+                or self.long_side < 0 or self.resize not in LONG_SIDE_RESIZE:
             raise ValueError(f"invalid tiling settings {self}: need tile >= 1, 1 <= stride <= tile, batch >= 1, "
-                             "class_chunk >= 0, long_side >= 0")
+                             f"class_chunk >= 0, long_side >= 0, resize one of {LONG_SIDE_RESIZE}")
 
     @classmethod
     def from_config(cls, tiled) -> "TilingSettings":
-        return cls(tiled.TILE, tiled.STRIDE, tiled.BATCH, tiled.CLASS_CHUNK, tiled.LONG_SIDE)
+        return cls(tiled.TILE, tiled.STRIDE, tiled.BATCH, tiled.CLASS_CHUNK, tiled.LONG_SIDE, tiled.RESIZE)
 
 
 def tile_starts(length: int, tile: int, stride: int, remainder: str = "shift") -> list[int]:
@@ -84,15 +88,33 @@ def _footprint(start: int, size: int, length: int, out_length: int) -> tuple[int
     return begin, min(end, out_length)
 
 
-def resize_long_side(image: torch.Tensor, long_side: int) -> torch.Tensor:
-    """(C, H, W) image bilinearly resized (float) so its long side is ``long_side``, aspect kept;
-    0 or an image already that size is returned unchanged. Sizes round as mmcv's
-    ``rescale_size`` does (``int(side · scale + 0.5)``), as SegEarth-OV's ``Resize(keep_ratio)``."""
+def resize_long_side(image: torch.Tensor, long_side: int, method: str = "opencv") -> torch.Tensor:
+    """(C, H, W) image bilinearly resized so its long side is ``long_side``, aspect kept; 0 or an
+    image already that size is returned unchanged. Sizes round as mmcv's ``rescale_size`` does
+    (``int(side · scale + 0.5)``).
+
+    ``method="opencv"`` is SegEarth-OV's test pipeline (``Resize(scale=(448, 448), keep_ratio=True)``
+    → mmcv ``imrescale`` → ``cv2.resize(..., INTER_LINEAR)``): a uint8 image (what the data
+    mappers give) is resized on uint8 with OpenCV's fixed-point arithmetic and stays uint8, exactly
+    as the official code; a float image is resized by the same kernel in float32. ``"float"``:
+    ``F.interpolate`` bilinear on the image as float32 (differs from the official uint8 resize by
+    up to about one grey level). Raises ValueError for another ``method``.
+    """
+    if method not in LONG_SIDE_RESIZE:
+        raise ValueError(f"TEST.TILED.RESIZE must be one of {LONG_SIDE_RESIZE}, got {method!r}")
     if not long_side or max(image.shape[-2:]) == long_side:
         return image
     scale = long_side / max(image.shape[-2:])
-    size = [max(1, int(s * scale + 0.5)) for s in image.shape[-2:]]
-    return F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+    height, width = (max(1, int(s * scale + 0.5)) for s in image.shape[-2:])
+    if method == "float":
+        return F.interpolate(image[None].float(), size=(height, width), mode="bilinear", align_corners=False)[0]
+    import cv2
+
+    pixels = image.detach().cpu()
+    pixels = (pixels if pixels.dtype == torch.uint8 else pixels.float()).permute(1, 2, 0).contiguous().numpy()
+    resized = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR)
+    resized = resized.reshape(height, width, -1)  # cv2 drops a single channel axis
+    return torch.from_numpy(resized).permute(2, 0, 1).to(image.device)
 
 
 @torch.no_grad()
@@ -105,7 +127,7 @@ def window_average(image: torch.Tensor, score: TileScorer, class_names: Sequence
     :func:`tiled_probabilities` the average is taken at the window scale and left unresized.
     Accumulated on the image's device in float32.
     """
-    image = resize_long_side(image, settings.long_side)
+    image = resize_long_side(image, settings.long_side, settings.resize)
     height, width = image.shape[-2:]
     th, tw = min(settings.tile, height), min(settings.tile, width)
     boxes = [(y, x) for y in tile_starts(height, settings.tile, settings.stride)
@@ -142,7 +164,7 @@ def tiled_probabilities(
     chunks are scored independently; for models whose classes interact (CAT-Seg's class
     aggregation) chunking therefore changes the result, and it is off by default.
     """
-    image = resize_long_side(image, settings.long_side)
+    image = resize_long_side(image, settings.long_side, settings.resize)
     height, width = image.shape[-2:]
     out_h, out_w = output_size
     th, tw = min(settings.tile, height), min(settings.tile, width)

@@ -21,7 +21,7 @@ MODE_KEYS: dict[str, tuple[str, ...]] = {
     "slide": _RESIZE_KEYS + ("TEST.SLIDE.WINDOW", "TEST.SLIDE.OVERLAP", "TEST.SLIDE.CANVAS",
                              "TEST.SLIDE.GLOBAL_VIEW"),
     "tiled": _RESIZE_KEYS + ("TEST.TILED.TILE", "TEST.TILED.STRIDE", "TEST.TILED.LONG_SIDE",
-                             "TEST.TILED.CLASS_CHUNK"),
+                             "TEST.TILED.RESIZE", "TEST.TILED.CLASS_CHUNK"),
 }
 
 
@@ -89,21 +89,24 @@ PROTOCOLS: dict[str, InferenceProtocol] = {p.name: p for p in (
         "canvas, 384 windows with stride 256 plus one global view, averaged.",
         "slide", WINDOW=384, OVERLAP=0.333, CANVAS=(640, 640), GLOBAL_VIEW=True, **_SHORT_SIDE_640),
     _protocol(
-        "P-C", 1,
-        "SegEarth-OV window geometry: long side 448, 224 windows with stride 112, averaged. The "
-        "training-free post-processing (softmax x50, sub-prompt max, prob_thd/bg_idx) is not part of "
-        "the CAT-Seg segmentor, which averages sigmoid scores.",
-        "tiled", TILE=224, STRIDE=112, LONG_SIDE=448, CLASS_CHUNK=0, MIN_SIZE_TEST=0, MAX_SIZE_TEST=0),
+        "P-C", 2,
+        "SegEarth-OV window geometry: long side 448 (the uint8 image resized by OpenCV bilinear, as "
+        "the official mmcv pipeline), 224 windows with stride 112, averaged. The training-free "
+        "post-processing (softmax x50, sub-prompt max, prob_thd/bg_idx) is not part of the CAT-Seg "
+        "segmentor, which averages sigmoid scores. v1 resized in float.",
+        "tiled", TILE=224, STRIDE=112, LONG_SIDE=448, RESIZE="opencv", CLASS_CHUNK=0, MIN_SIZE_TEST=0,
+        MAX_SIZE_TEST=0),
     _protocol(
-        "P-C-896", 1,
-        "P-C with long side 896 (SegEarth-OV's building/road/water variant).",
-        "tiled", TILE=224, STRIDE=112, LONG_SIDE=896, CLASS_CHUNK=0, MIN_SIZE_TEST=0, MAX_SIZE_TEST=0),
+        "P-C-896", 2,
+        "P-C with long side 896 (SegEarth-OV's building/road/water variant). v1 resized in float.",
+        "tiled", TILE=224, STRIDE=112, LONG_SIDE=896, RESIZE="opencv", CLASS_CHUNK=0, MIN_SIZE_TEST=0,
+        MAX_SIZE_TEST=0),
     _protocol(
         "P-T", 1,
         "Tiled inference for large images (UAVid, UDD5, VDD): shortest side 640 as in P-A/P-B, then "
         "384 tiles with stride 256 at that scale (aspect kept, no canvas squash), batched, stitched on "
         "the CPU at the original resolution.",
-        "tiled", TILE=384, STRIDE=256, LONG_SIDE=0, CLASS_CHUNK=0, **_SHORT_SIDE_640),
+        "tiled", TILE=384, STRIDE=256, LONG_SIDE=0, RESIZE="opencv", CLASS_CHUNK=0, **_SHORT_SIDE_640),
 )}
 
 
