@@ -1,5 +1,8 @@
 """ovrsis: open-vocabulary remote-sensing image segmentation on Detectron2."""
-from . import compat  # noqa: F401  (must run before detectron2 is imported)
+from .runtime import apply_cpu_defaults
+
+apply_cpu_defaults()  # OpenMP reads its environment when torch loads: before any torch import
+from . import compat  # noqa: E402,F401  (must run before detectron2 is imported)
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,5 @@
 """Shared test fixtures."""
+import ovrsis  # noqa: F401  (before torch: CPU process defaults, ovrsis/runtime.py)
 import pytest
 import torch
 

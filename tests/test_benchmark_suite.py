@@ -7,6 +7,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -46,40 +47,43 @@ def test_default_configs_one_per_method(suite):
     assert all((REPO / c).is_file() for c in configs)
 
 
-def test_precision_flags_restored_and_autocast_only_for_bf16(suite):
+def test_precision_sets_the_model_and_restores_the_flags(suite):
+    model = SimpleNamespace(precision="fp32")
     before = torch.backends.cuda.matmul.allow_tf32
-    with suite.precision("tf32", "cpu") as ctx:
+    with suite.precision("tf32", model):
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
-        with ctx():
-            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+        assert model.precision == "fp32"
     assert torch.backends.cuda.matmul.allow_tf32 == before
-    with suite.precision("bf16", "cpu") as ctx:
-        assert not torch.backends.cuda.matmul.allow_tf32
-        with ctx():
-            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    for name in ("bf16", "fp16"):
+        with suite.precision(name, model):
+            assert not torch.backends.cuda.matmul.allow_tf32 and model.precision == name
+        assert model.precision == "fp32"
     with pytest.raises(ValueError, match="precision must be one of"):
-        with suite.precision("fp16", "cpu"):
+        with suite.precision("fp8", model):
             pass
 
 
 def test_suite_rows_and_files(suite, tmp_path):
     out = tmp_path / "suite"
-    rows = suite.main(["--device", "cpu", "--configs", "configs/ovrs/vitb16_384.yaml", "--precisions", "fp32", "bf16",
+    rows = suite.main(["--device", "cpu", "--configs", "configs/ovrs/vitb16_384.yaml", "--precisions", "fp32", "bf16", "fp16",
                        "--input-size", "48x80", "--num-classes", "3", "--train-batch", "2", "--warmup", "0",
                        "--iters", "1", "--output-dir", str(out), *TINY])
-    assert [r["precision"] for r in rows] == ["fp32", "bf16"]
-    fp32, bf16 = rows
+    assert [r["precision"] for r in rows] == ["fp32", "bf16", "fp16"]
+    fp32, bf16, fp16 = rows
     assert fp32["max_abs_diff_vs_fp32"] == 0.0  # the same fixed image, same weights, deterministic
     assert 0.0 < bf16["max_abs_diff_vs_fp32"] < 0.1  # bf16 rounding, not a different model
+    assert 0.0 < fp16["max_abs_diff_vs_fp32"] < bf16["max_abs_diff_vs_fp32"]  # 3 more mantissa bits
     for r in rows:
         assert r["params_M"] > r["trainable_M"] > 0 and r["eval_gflops"] > 0
         assert r["fps_whole"] > 0 and r["fps_slide"] > 0 and r["train_step_ms"] > 0 and r["train_peak_mem_mib"] > 0
-        assert r["train_batch"] == 2
+        assert r["train_batch"] == 2 and r["infer_peak_mem_mib"] > 0
+        # the dense last CLIP block never uses its (trained) q weights: DDP needs DIST.FIND_UNUSED_PARAMETERS
+        assert r["unused_params"] == 1
     table = (out / "table.md").read_text()
-    assert table.count("| configs/ovrs/vitb16_384.yaml |") == 2 and "max |Δ| vs fp32" in table
+    assert table.count("| configs/ovrs/vitb16_384.yaml |") == 3 and "max |Δ| vs fp32" in table
     with open(out / "table.csv") as f:
         csv_rows = list(csv.DictReader(f))
-    assert [r["precision"] for r in csv_rows] == ["fp32", "bf16"]
+    assert [r["precision"] for r in csv_rows] == ["fp32", "bf16", "fp16"]
     assert tuple(csv_rows[0]) == suite.COLUMNS
     assert math.isclose(float(csv_rows[1]["fps_whole"]), bf16["fps_whole"])
     assert json.loads((out / "table.json").read_text())["rows"][0]["config"] == "configs/ovrs/vitb16_384.yaml"
@@ -89,4 +93,4 @@ def test_suite_rejects_bad_arguments(suite):
     with pytest.raises(SystemExit):
         suite.main(["--device", "cpu", "--iters", "0"])
     with pytest.raises(SystemExit):
-        suite.main(["--device", "cpu", "--precisions", "fp16"])
+        suite.main(["--device", "cpu", "--precisions", "fp8"])

@@ -12,14 +12,14 @@ and reports median / mean / p90 in ms:
   INPUT.CROP.SIZE. A fine-tuned text tower is re-encoded every step (no cache in training).
 
 Peak memory per phase: CUDA ``torch.cuda.max_memory_allocated``; CPU peak resident set size
-(Linux VmHWM, reset per phase; elsewhere ``ru_maxrss``, a process-lifetime peak). fp32 throughout.
+(Linux VmHWM, reset per phase; elsewhere ``ru_maxrss``, a process-lifetime peak). Precision: MODEL.PRECISION.
 
     python tools/benchmark.py --config-file configs/catseg/vitb16_384.yaml --iters 10 --train --batch 2
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
+import itertools
 import os
 import resource
 import sys
@@ -32,6 +32,7 @@ import ovrsis  # noqa: F401  (compat shims first: before detectron2 and fvcore)
 import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode
+from detectron2.utils.events import EventStorage
 from torch import nn
 
 from _common import DEFAULT_CONFIG, add_common_args, build, dummy_vocabulary, input_size, load_cfg, write_json
@@ -39,6 +40,7 @@ from ovrsis.modeling.cost.rotation import fuse_rotation_costs
 from ovrsis.modeling.cost.volume import cosine_cost
 from ovrsis.modeling.text_templates import prompt_templates
 from ovrsis.engine import Trainer
+from ovrsis.engine.trainer import PrecisionTrainer
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -143,28 +145,25 @@ def bench_inference(model: nn.Module, mode: str, size: Tuple[int, int], warmup: 
 
 
 def bench_train(model: nn.Module, cfg: CfgNode, class_names: Sequence[str], batch: int, warmup: int,
-                iters: int, forward_context: Callable[[], ContextManager] = contextlib.nullcontext) -> Dict[str, Any]:
-    """forward + backward + optimizer step on random images/labels at INPUT.CROP.SIZE;
-    ``forward_context`` wraps the forward pass only (e.g. bf16 autocast)."""
+                iters: int) -> Dict[str, Any]:
+    """Trainer steps (:class:`~ovrsis.engine.trainer.PrecisionTrainer`: forward at the model's
+    precision, backward, fp16 gradient scaling, the trainer's optimizer step) on random
+    images/labels at INPUT.CROP.SIZE. Also counts the trainable parameters the step leaves
+    without a gradient (they make DDP need ``DIST.FIND_UNUSED_PARAMETERS``)."""
     model.train()
     model.set_vocabulary(class_names, train=True)
     optimizer = Trainer.build_optimizer(cfg, model)
     h, w = cfg.INPUT.CROP.SIZE
     data = [{"image": torch.rand(3, h, w) * 255, "sem_seg": torch.randint(0, len(class_names), (h, w))}
             for _ in range(batch)]
-
-    def step() -> None:
-        with forward_context():
-            loss = sum(model(data).values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    with PeakMemory(model.device) as mem:
-        stats = time_calls(step, warmup, iters, model.device)
+    trainer = PrecisionTrainer(model, itertools.repeat(data), optimizer, model.precision, model.device.type)
+    optimizer.zero_grad(set_to_none=True)
+    with EventStorage(0), PeakMemory(model.device) as mem:
+        stats = time_calls(trainer.run_step, warmup, iters, model.device)
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     model.eval()
     return {**stats, "batch": batch, "crop_hw": [h, w], "optimizer": type(optimizer).__name__,
-            "images_per_s": 1e3 * batch / stats["median_ms"], "memory": mem.result}
+            "images_per_s": 1e3 * batch / stats["median_ms"], "memory": mem.result, "unused_parameters": unused}
 
 
 def _line(name: str, r: Dict[str, Any], extra: str = "") -> str:
@@ -236,7 +235,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
         "config_file": args.config_file or DEFAULT_CONFIG, "overrides": list(args.opts),
         "arch": cfg.MODEL.CLIP.ARCH, "clip_image_size": cfg.MODEL.CLIP.IMAGE_SIZE,
-        "parameters": params, "trainable_parameters": trainable, "precision": "fp32", "weights": "random init",
+        "parameters": params, "trainable_parameters": trainable, "precision": model.precision, "weights": "random init",
         "input_hw": list(size), "num_classes": len(class_names), "templates": len(prompt_templates(cfg)),
         "results": {},
     }
@@ -245,7 +244,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
           f"{report['threads']} intra-op / {report['interop_threads']} inter-op threads")
     print(f"config    {report['config_file']}   overrides {' '.join(args.opts) or '(none)'}")
     print(f"model     CLIP {cfg.MODEL.CLIP.ARCH}@{cfg.MODEL.CLIP.IMAGE_SIZE}, {params / 1e6:.2f} M parameters "
-          f"({trainable / 1e6:.2f} M trainable), random init, fp32")
+          f"({trainable / 1e6:.2f} M trainable), random init, {model.precision} (MODEL.PRECISION)")
     print(f"protocol  {args.warmup} warmup + {args.iters} timed calls per phase (wall clock, CUDA synchronised); "
           f"T={len(class_names)} dummy classes, P={report['templates']} template(s)")
     print(f"          inference: batch 1, input 3×{h}×{w} on the host; text embeddings cached in eval mode "

@@ -2,14 +2,17 @@
 """One-shot efficiency table of every method config (the Pi-Seg paper's Table XII columns).
 
 For each config: parameters (total / trainable), eval GFLOPs (fvcore, one whole image, vocabulary
-cached), and under each precision — fp32 (TF32 off), TF32 (CUDA matmul/cuDNN TF32 on) and bf16
-autocast (forward passes only; weights, gradients and optimizer state stay fp32):
+cached), and under each precision — fp32 (TF32 off), TF32 (CUDA matmul/cuDNN TF32 on), bf16 and
+fp16 (``MODEL.PRECISION``: the model's own autocast; weights, gradients and optimizer state stay
+fp32; fp16 training steps scale the loss with ``torch.amp.GradScaler``):
 
-* peak training memory and step time: forward + backward + optimizer step (the trainer's
-  optimizer and trainable set) at ``--train-batch`` random images of INPUT.CROP.SIZE;
+* peak training memory and step time: the trainer's step (``PrecisionTrainer``: forward,
+  backward, the trainer's optimizer and trainable set) at ``--train-batch`` random images of
+  INPUT.CROP.SIZE, and the number of trainable parameters that step leaves without a gradient
+  (non-zero: DDP needs ``DIST.FIND_UNUSED_PARAMETERS True``);
 * inference FPS of one ``--input-size`` image (default 600×800) in whole-image and sliding-window
-  mode (TEST.SLIDE), batch 1, text embeddings cached;
-* the max |difference| of the whole-image sigmoid scores from fp32 on one fixed seeded image.
+  mode (TEST.SLIDE), batch 1, text embeddings cached, and the peak memory of whole-image inference;
+* the max |difference| of the whole-image scores from fp32 on one fixed seeded image.
 
 Random weights (no downloads), ``--num-classes`` dummy class names. Written as Markdown, CSV and
 JSON to ``--output-dir``. On one GPU the default settings take a few minutes for all methods:
@@ -27,7 +30,7 @@ import contextlib
 import csv
 import time
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import ovrsis  # noqa: F401  (compat shims first: before detectron2 and fvcore)
 import torch
@@ -35,14 +38,15 @@ import torch
 from _common import build, dummy_vocabulary, load_cfg, parse_size, write_json
 from benchmark import bench_inference, bench_train
 from model_stats import flop_stats
+from ovrsis.modeling.precision import set_tf32
 
 REPO = Path(__file__).resolve().parents[1]
-PRECISIONS = ("fp32", "tf32", "bf16")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 # not method configs: sweeps, real_imagery (a small example); segearth_ov: training-free, with its own
 # inference protocol (P-C)
 SKIP_DIRS = {"sweeps", "real_imagery", "segearth_ov"}
 COLUMNS = ("config", "precision", "params_M", "trainable_M", "eval_gflops", "train_batch", "train_peak_mem_mib",
-           "train_step_ms", "fps_whole", "fps_slide", "max_abs_diff_vs_fp32")
+           "train_step_ms", "unused_params", "fps_whole", "fps_slide", "infer_peak_mem_mib", "max_abs_diff_vs_fp32")
 
 
 def default_configs(root: Path = REPO / "configs") -> List[str]:
@@ -58,37 +62,29 @@ def default_configs(root: Path = REPO / "configs") -> List[str]:
 
 
 @contextlib.contextmanager
-def precision(name: str, device_type: str) -> Iterator[Callable[[], ContextManager]]:
-    """Set the TF32 flags for ``name`` (fp32 | tf32 | bf16) and yield a factory of the
-    forward-pass context (bf16: ``torch.autocast(device_type)``; otherwise nothing). The flags
-    are restored on exit. Raises ValueError on an unknown precision."""
+def precision(name: str, model: torch.nn.Module) -> Iterator[None]:
+    """Run ``model`` at ``name`` (fp32 | tf32 | bf16 | fp16): the model's precision
+    (``MODEL.PRECISION``; tf32 = fp32 with the CUDA TF32 flags on). The model's precision and
+    the flags are restored on exit. Raises ValueError on an unknown precision."""
     if name not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {name!r}")
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = name == "tf32"
-
-    def forward_context() -> ContextManager:
-        if name == "bf16":
-            return torch.autocast(device_type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, model.precision)
+    set_tf32(name == "tf32")
+    model.precision = "fp32" if name == "tf32" else name
     try:
-        yield forward_context
+        yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, model.precision = saved
 
 
 @torch.no_grad()
-def fixed_output(model: torch.nn.Module, size: Tuple[int, int], forward_context: Callable[[], ContextManager]
-                 ) -> torch.Tensor:
-    """Whole-image sigmoid scores (T, H, W) of one seeded random image, as float32 on the CPU."""
+def fixed_output(model: torch.nn.Module, size: Tuple[int, int]) -> torch.Tensor:
+    """Whole-image scores (T, H, W) of one seeded random image, as float32 on the CPU."""
     model.eval()
     model.inference_mode = "whole"
     g = torch.Generator().manual_seed(0)
     image = torch.rand(3, *size, generator=g) * 255
-    with forward_context():
-        out = model([{"image": image}])[0]["sem_seg"]
-    return out.float().cpu()
+    return model([{"image": image}])[0]["sem_seg"].float().cpu()
 
 
 def measure_config(config_file: str, opts: Sequence[str], args: argparse.Namespace) -> List[Dict[str, Any]]:
@@ -102,27 +98,27 @@ def measure_config(config_file: str, opts: Sequence[str], args: argparse.Namespa
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     gflops = flop_stats(model, size, classes)["per_image_gflops"] if args.flops else float("nan")
-    with precision("fp32", args.device) as fp32_context:
-        reference = fixed_output(model, size, fp32_context)
+    with precision("fp32", model):
+        reference = fixed_output(model, size)
     rows = []
     for name in args.precisions:  # inference first: training steps change the weights
-        with precision(name, args.device) as forward_context:
-            out = fixed_output(model, size, forward_context)
-            fps = {}
-            for mode in ("whole", "slide"):
-                with forward_context():
-                    r = bench_inference(model, mode, size, args.warmup, args.iters)
-                fps[mode] = 1e3 / r["median_ms"]
+        with precision(name, model):
+            out = fixed_output(model, size)
+            runs = {mode: bench_inference(model, mode, size, args.warmup, args.iters) for mode in ("whole", "slide")}
         rows.append({"config": config_file, "precision": name, "params_M": params / 1e6, "trainable_M": trainable / 1e6,
-                     "eval_gflops": gflops, "fps_whole": fps["whole"], "fps_slide": fps["slide"],
+                     "eval_gflops": gflops, "fps_whole": 1e3 / runs["whole"]["median_ms"],
+                     "fps_slide": 1e3 / runs["slide"]["median_ms"],
+                     "infer_peak_mem_mib": runs["whole"]["memory"]["peak_mib"],
                      "max_abs_diff_vs_fp32": float((out - reference).abs().max())})
     for row in rows:
-        row.update(train_batch=args.train_batch, train_peak_mem_mib=float("nan"), train_step_ms=float("nan"))
+        row.update(train_batch=args.train_batch, train_peak_mem_mib=float("nan"), train_step_ms=float("nan"),
+                   unused_params=-1)
         if trainable == 0:  # training-free method: no training columns
             continue
-        with precision(row["precision"], args.device) as forward_context:
-            r = bench_train(model, cfg, classes, args.train_batch, args.warmup, args.iters, forward_context)
-        row.update(train_peak_mem_mib=r["memory"]["peak_mib"], train_step_ms=r["median_ms"])
+        with precision(row["precision"], model):
+            r = bench_train(model, cfg, classes, args.train_batch, args.warmup, args.iters)
+        row.update(train_peak_mem_mib=r["memory"]["peak_mib"], train_step_ms=r["median_ms"],
+                   unused_params=len(r["unused_parameters"]))
     del model
     if args.device == "cuda":
         torch.cuda.empty_cache()
@@ -132,13 +128,16 @@ def measure_config(config_file: str, opts: Sequence[str], args: argparse.Namespa
 def markdown(rows: Sequence[Dict[str, Any]], header: str) -> str:
     """The rows as a Markdown table under a one-paragraph ``header``."""
     names = ("config", "precision", "params (M)", "trainable (M)", "eval GFLOPs", "train batch",
-             "train peak memory (MiB)", "train step (ms)", "FPS whole", "FPS slide", "max |Δ| vs fp32")
+             "train peak memory (MiB)", "train step (ms)", "unused trainable params", "FPS whole", "FPS slide",
+             "inference peak memory (MiB)", "max |Δ| vs fp32")
     lines = [header, "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     for r in rows:
         lines.append("| " + " | ".join([
             r["config"], r["precision"], f"{r['params_M']:.2f}", f"{r['trainable_M']:.2f}", f"{r['eval_gflops']:.1f}",
             str(r["train_batch"]), f"{r['train_peak_mem_mib']:.0f}", f"{r['train_step_ms']:.1f}",
-            f"{r['fps_whole']:.1f}", f"{r['fps_slide']:.2f}", f"{r['max_abs_diff_vs_fp32']:.2e}"]) + " |")
+            str(r["unused_params"]) if r["unused_params"] >= 0 else "-",
+            f"{r['fps_whole']:.1f}", f"{r['fps_slide']:.2f}", f"{r['infer_peak_mem_mib']:.0f}",
+            f"{r['max_abs_diff_vs_fp32']:.2e}"]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -177,8 +176,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     header = (f"{device}, torch {torch.__version__}; random weights, T={args.num_classes} classes; inference "
               f"batch 1 at {h}×{w} (whole image / sliding window, TEST.SLIDE), median of {args.iters} after "
               f"{args.warmup} warm-up calls; training: batch {args.train_batch} at each config's crop, "
-              f"forward+backward+optimizer step; bf16 = autocast of the forward passes; max |Δ|: whole-image "
-              f"scores vs fp32 on one fixed image. Total {time.perf_counter() - start:.0f} s.")
+              f"the trainer's step; bf16/fp16 = MODEL.PRECISION (the model's autocast; fp16 training with a "
+              f"gradient scaler); max |Δ|: whole-image scores vs fp32 on one fixed image. "
+              f"Total {time.perf_counter() - start:.0f} s.")
     table = markdown(rows, header)
     print(table)
     out = Path(args.output_dir)

@@ -20,12 +20,12 @@ import os
 import time
 from pathlib import Path
 
+import ovrsis  # noqa: F401  (CPU process defaults before torch, compat shims before detectron2)
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.engine import setup_cfg
 from ovrsis.modeling.encoders.clip import CLIPEncoder
 from ovrsis.training_free.simfeatup import simfeatup_checkpoint

@@ -26,11 +26,11 @@ import argparse
 import sys
 from pathlib import Path
 
+import ovrsis  # noqa: F401  (CPU process defaults before torch, compat shims before detectron2)
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the demo's argument helpers
-import ovrsis  # noqa: E402,F401  (compat shims before detectron2)
 from demo import raster_overrides, split_overrides  # noqa: E402
 from ovrsis.data.vocabulary import display_name  # noqa: E402
 from ovrsis.engine import report_user_errors  # noqa: E402

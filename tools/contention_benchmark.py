@@ -1,0 +1,166 @@
+#!/usr/bin/env python
+"""How a CPU job degrades next to other work: slowdown ÷ fair share with N busy processes.
+
+For each N in ``--busy`` (default 0 1 2 4) it starts N busy single-thread processes (a Python
+loop: pure CPU, no memory traffic), then runs the workload in a fresh interpreter under each
+``--setting`` (environment variables applied *before* torch loads, which is when OpenMP reads
+them), alternating settings within every round so slow drifts of a shared machine hit both.
+The workload is the quickstart model (``configs/quickstart.yaml``: tiny CLIP CAT-Seg) built
+with random weights: ``--steps`` training steps (forward + backward + the trainer's optimizer
+step, batch ``SOLVER.IMS_PER_BATCH`` at ``INPUT.CROP.SIZE``) and as many whole-image
+inferences, after one warm-up call each; the median wall time of each is kept.
+
+Columns: quiet time (N = 0), loaded time, slowdown = loaded / quiet, fair share = the slowdown
+a job with T runnable threads is due when N single-thread processes share C cores with it,
+max(1, (N + T) / C), and their ratio (goal ≤ 1.5). The load average (``os.getloadavg``) at
+the start of each measurement is printed: on a shared machine the other users' processes
+add to N, so ratios are upper bounds.
+
+    python tools/contention_benchmark.py                       # before/after, N = 0 1 2 4
+    python tools/contention_benchmark.py --busy 0 2 --rounds 3 --steps 5
+    python tools/contention_benchmark.py --setting "spin:OMP_WAIT_POLICY=ACTIVE"
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+# "before": the libraries' own defaults (OpenMP spin-waits, every process takes every core);
+# "after": ovrsis' process defaults (ovrsis/runtime.py)
+DEFAULT_SETTINGS = {"before": {"OVRSIS_CPU_DEFAULTS": "0"}, "after": {}}
+# variables that would override either setting: removed from the children's environment
+CONTROLLED = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OVRSIS_CPU_DEFAULTS")
+
+
+def parse_setting(text: str) -> tuple:
+    """``name:VAR=VALUE,VAR=VALUE`` → (name, {VAR: VALUE})."""
+    name, _, assignments = text.partition(":")
+    env = {}
+    for item in filter(None, assignments.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"setting {text!r}: expected name:VAR=VALUE,...")
+        env[key] = value
+    if not name:
+        raise argparse.ArgumentTypeError(f"setting {text!r}: missing name")
+    return name, env
+
+
+# a pure-CPU loop that ends when its parent does (no orphans if the benchmark is killed)
+BUSY_LOOP = ("import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n"
+             "    for _ in range(1_000_000):\n        pass\n")
+
+
+def busy_processes(n: int) -> List[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(n)]
+
+
+def stop(processes: Sequence[subprocess.Popen]) -> None:
+    for p in processes:
+        p.kill()
+    for p in processes:
+        p.wait()
+
+
+def run_workload(env_overrides: Dict[str, str], args: argparse.Namespace) -> Dict[str, float]:
+    """The workload in a fresh interpreter with ``env_overrides``; its JSON result."""
+    env = {k: v for k, v in os.environ.items() if k not in CONTROLLED}
+    env.update(env_overrides)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--steps", str(args.steps),
+           "--config-file", args.config_file]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise RuntimeError(f"workload failed ({env_overrides}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Child: time training steps and inferences of the quickstart model; print one JSON line."""
+    sys.path.insert(0, str(REPO / "tools"))
+    import ovrsis  # noqa: F401  (process defaults, compat shims: before torch)
+    import torch
+    from _common import build, dummy_vocabulary, load_cfg
+    from benchmark import bench_inference, bench_train
+
+    cfg = load_cfg(args.config_file, ["MODEL.DEVICE", "cpu"])
+    torch.manual_seed(0)
+    model = build(cfg)
+    classes = dummy_vocabulary(8)
+    model.set_vocabulary(classes)
+    size = (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST)
+    train = bench_train(model, cfg, classes, cfg.SOLVER.IMS_PER_BATCH, 1, args.steps)
+    infer = bench_inference(model, "whole", size, 1, args.steps)
+    print(json.dumps({"train_ms": train["median_ms"], "infer_ms": infer["median_ms"],
+                      "threads": torch.get_num_threads(),
+                      "wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)")}))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--busy", type=int, nargs="+", default=[0, 1, 2, 4], help="busy processes (0 = quiet)")
+    parser.add_argument("--setting", type=parse_setting, action="append", default=None, metavar="NAME:VAR=VAL,...",
+                        help="an environment to compare (repeatable; default: before = the libraries' defaults "
+                             "(OVRSIS_CPU_DEFAULTS=0), after = ovrsis' defaults)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per N (median kept)")
+    parser.add_argument("--steps", type=int, default=6, help="timed training steps and inferences per run")
+    parser.add_argument("--config-file", default=str(REPO / "configs" / "quickstart.yaml"))
+    parser.add_argument("--json", default="", help="also write the rows here")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return []
+    if 0 not in args.busy:
+        parser.error("--busy must include 0 (the quiet reference)")
+    settings = dict(args.setting) if args.setting else DEFAULT_SETTINGS
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    raw: Dict[tuple, List[Dict]] = {}
+    for n in sorted(args.busy):
+        procs = busy_processes(n)
+        try:
+            time.sleep(0.5)
+            for r in range(args.rounds):
+                order = list(settings) if r % 2 == 0 else list(reversed(settings))
+                for name in order:
+                    load = os.getloadavg()[0]
+                    result = run_workload(settings[name], args)
+                    result["load"] = load
+                    raw.setdefault((name, n), []).append(result)
+                    print(f"N={n} {name:<10} train {result['train_ms']:8.1f} ms  infer {result['infer_ms']:7.1f} ms  "
+                          f"threads {result['threads']}  load {load:.1f}", flush=True)
+        finally:
+            stop(procs)
+    rows = []
+    for name in settings:
+        quiet = {k: statistics.median(r[k] for r in raw[(name, 0)]) for k in ("train_ms", "infer_ms")}
+        threads = raw[(name, 0)][0]["threads"]
+        for n in sorted(args.busy):
+            runs = raw[(name, n)]
+            fair = max(1.0, (n + threads) / cores)
+            row = {"setting": name, "busy": n, "threads": threads, "cores": cores, "fair_share": fair,
+                   "load": statistics.median(r["load"] for r in runs)}
+            for k in ("train_ms", "infer_ms"):
+                t = statistics.median(r[k] for r in runs)
+                row[k] = t
+                row[k.replace("_ms", "_ratio")] = t / quiet[k] / fair
+            rows.append(row)
+    print("\n| setting | N busy | threads | load avg | train step (ms) | ÷ fair share | inference (ms) | ÷ fair share |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['setting']} | {r['busy']} | {r['threads']} | {r['load']:.1f} | {r['train_ms']:.0f} | "
+              f"{r['train_ratio']:.2f} | {r['infer_ms']:.1f} | {r['infer_ratio']:.2f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
