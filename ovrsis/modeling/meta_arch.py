@@ -296,11 +296,16 @@ class CostAggregationSegmentor(nn.Module):
         return F.interpolate(probs, size=self._output_size(x, (h, w)), mode="bilinear", align_corners=False)[0]
 
     @torch.no_grad()
+    def score_tiles(self, tiles: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
+        """The tile scorer of the tiled protocols (:data:`ovrsis.modeling.tiling.TileScorer`): raw
+        tiles (B, 3, h, w) in the image's 0..255 range → sigmoid probabilities (B, T, 4g, 4g)."""
+        return self.predict_logits(self._normalize(tiles), class_names).sigmoid()
+
+    @torch.no_grad()
     def _inference_tiled(self, x: Dict, classes: Sequence[str]) -> torch.Tensor:
         """Overlapping tiles at the mapper's scale, batched, stitched on the CPU (ovrsis.modeling.tiling)."""
-        def score(tiles: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
-            return self.predict_logits(self._normalize(tiles), names).sigmoid()
-        return tiled_probabilities(x["image"], score, classes, self._output_size(x, x["image"].shape[-2:]), self.tiling)
+        return tiled_probabilities(x["image"], self.score_tiles, classes, self._output_size(x, x["image"].shape[-2:]),
+                                   self.tiling)
 
     @torch.no_grad()
     def _inference_slide(self, x: Dict, classes: Sequence[str]) -> torch.Tensor:

@@ -88,6 +88,67 @@ def _footprint(start: int, size: int, length: int, out_length: int) -> tuple[int
     return begin, min(end, out_length)
 
 
+@dataclass(frozen=True)
+class TileGrid:
+    """The tiles of one (already long-side-resized) image and where each lands in the output frame.
+
+    ``rows``/``cols`` are the tile origins along each axis (:func:`tile_starts`, last tile aligned
+    to the border); tiles are ``tile_h`` x ``tile_w`` input pixels (the tile side, or the image side
+    when shorter); :meth:`footprint` maps a tile to its output-pixel rectangle. Both the in-memory
+    :func:`tiled_probabilities` and the streaming scene predictor (:mod:`ovrsis.scene`) walk this
+    grid, so they score the same tiles.
+    """
+
+    height: int
+    width: int
+    out_height: int
+    out_width: int
+    tile_h: int
+    tile_w: int
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+
+    @classmethod
+    def of(cls, height: int, width: int, output_size: tuple[int, int], settings: TilingSettings) -> "TileGrid":
+        """The grid of an image of ``height`` x ``width`` input pixels scored into ``output_size`` (H, W)."""
+        return cls(height, width, int(output_size[0]), int(output_size[1]), min(settings.tile, height),
+                   min(settings.tile, width), tuple(tile_starts(height, settings.tile, settings.stride)),
+                   tuple(tile_starts(width, settings.tile, settings.stride)))
+
+    @property
+    def boxes(self) -> list[tuple[int, int]]:
+        """Tile origins ``(y, x)`` in row-major order (the scoring order)."""
+        return [(y, x) for y in self.rows for x in self.cols]
+
+    def footprint(self, y: int, x: int) -> tuple[int, int, int, int]:
+        """Output rectangle ``(y0, y1, x0, x1)`` (end-exclusive) of the tile at input origin ``(y, x)``."""
+        y0, y1 = _footprint(y, self.tile_h, self.height, self.out_height)
+        x0, x1 = _footprint(x, self.tile_w, self.width, self.out_width)
+        return y0, y1, x0, x1
+
+
+def score_tiles(tiles: torch.Tensor, score: TileScorer, class_names: Sequence[str],
+                settings: TilingSettings) -> torch.Tensor:
+    """Probabilities (B, T, h', w') of tiles (B, C, h, w): ``score`` per chunk of
+    ``settings.class_chunk`` classes (all at once when 0), chunks concatenated in class order."""
+    chunk = settings.class_chunk or len(class_names)
+    return torch.cat([score(tiles, list(class_names[i:i + chunk])) for i in range(0, len(class_names), chunk)],
+                     dim=1)
+
+
+def blend_tile(total: torch.Tensor, counts: torch.Tensor, tile_probs: torch.Tensor,
+               footprint: tuple[int, int, int, int], origin: tuple[int, int] = (0, 0)) -> None:
+    """Add one tile's probabilities (T, h', w'), bilinearly resized to its output ``footprint``
+    ``(y0, y1, x0, x1)``, into the float32 CPU sums ``total`` (T, H, W) and ``counts`` (1, H, W)
+    whose pixel (0, 0) is output pixel ``origin`` (row, column): the whole output in memory, or one
+    band of it when streaming."""
+    y0, y1, x0, x1 = footprint
+    resized = F.interpolate(tile_probs[None], size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)
+    oy, ox = origin
+    total[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox] += resized[0].float().cpu()
+    counts[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox] += 1
+
+
 def resize_long_side(image: torch.Tensor, long_side: int, method: str = "opencv") -> torch.Tensor:
     """(C, H, W) image bilinearly resized so its long side is ``long_side``, aspect kept; 0 or an
     image already that size is returned unchanged. Sizes round as mmcv's ``rescale_size`` does
@@ -165,26 +226,16 @@ def tiled_probabilities(
     aggregation) chunking therefore changes the result, and it is off by default.
     """
     image = resize_long_side(image, settings.long_side, settings.resize)
-    height, width = image.shape[-2:]
-    out_h, out_w = output_size
-    th, tw = min(settings.tile, height), min(settings.tile, width)
-    boxes = [(y, x) for y in tile_starts(height, settings.tile, settings.stride)
-             for x in tile_starts(width, settings.tile, settings.stride)]
-    chunk = settings.class_chunk or len(class_names)
-    chunks = [list(class_names[i:i + chunk]) for i in range(0, len(class_names), chunk)]
-
-    total = torch.zeros(len(class_names), out_h, out_w)
-    counts = torch.zeros(1, out_h, out_w)
+    grid = TileGrid.of(image.shape[-2], image.shape[-1], output_size, settings)
+    boxes = grid.boxes
+    total = torch.zeros(len(class_names), grid.out_height, grid.out_width)
+    counts = torch.zeros(1, grid.out_height, grid.out_width)
     for first in range(0, len(boxes), settings.batch):
         batch = boxes[first:first + settings.batch]
-        tiles = torch.stack([image[:, y:y + th, x:x + tw] for y, x in batch])
-        probs = torch.cat([score(tiles, names) for names in chunks], dim=1)
+        tiles = torch.stack([image[:, y:y + grid.tile_h, x:x + grid.tile_w] for y, x in batch])
+        probs = score_tiles(tiles, score, class_names, settings)
         for (y, x), tile_probs in zip(batch, probs):
-            y0, y1 = _footprint(y, th, height, out_h)
-            x0, x1 = _footprint(x, tw, width, out_w)
-            resized = F.interpolate(tile_probs[None], size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)
-            total[:, y0:y1, x0:x1] += resized[0].float().cpu()
-            counts[:, y0:y1, x0:x1] += 1
+            blend_tile(total, counts, tile_probs, grid.footprint(y, x))
         _report(first + len(batch), len(boxes))
     return total / counts
 
