@@ -9,8 +9,8 @@ is the ``train``/``val`` folder above each file (``test/`` has no masks and is n
 Colours map to the 15 class ids (mmsegmentation's iSAID palette), black background → 255.
 
 Release quirk handled by name: DOTA-v1.0 ships some grey (single-band) images; they are
-replicated to grey RGB, as mmsegmentation's converter reads them (``mmcv.imread`` in colour
-mode), and counted.
+replicated to grey RGB, as mmsegmentation's converter reads them (Pillow ``convert('RGB')``),
+and counted.
 
 Tiling (INFERRED: the benchmark's 256x256 recipe is not published): non-overlapping
 256x256 tiles, the remainder dropped, tiles whose mask is entirely background dropped.
@@ -28,7 +28,7 @@ EXPECTED = ("{train,val}/images/part<k>.zip (DOTA-v1.0: P<id>.png) and {train,va
             "(P<id>_instance_color_RGB.png), zipped or extracted")
 MASK_SUFFIX = "_instance_color_RGB"
 SPLITS = ("train", "val")
-GREY = "DOTA-v1.0 grey (single-band) images: replicated to grey RGB as mmsegmentation's converter reads them"
+GREY = "DOTA-v1.0 grey (single-band) images: replicated to grey RGB as mmsegmentation's converter does"
 
 
 def find_sources(raw: RawDownload) -> list[Source]:

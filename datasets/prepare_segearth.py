@@ -7,8 +7,8 @@ Input: the ``data/`` folder SegEarth-OV's ``dataset_prepare.md`` builds with its
 (``tools/dataset_converters/*.py``; mmseg layouts). Masks are rewritten as PNG with the label ids
 the reference evaluates: reduce_zero_label (raw 0 → 255, k → k − 1) for LoveDA, Potsdam and
 Vaihingen (mmseg's dataset defaults), ids kept for the others; images are copied (or re-encoded
-where the file's bytes are not its suffix's format: SegEarth-OV's UAVid converter saves BMP
-data under ``.png`` names; counted). Folders read (methods-part2.md §S.1):
+where the file's bytes are not its suffix's format: SegEarth-OV's UAVid converter and
+mmsegmentation's iSAID converter save BMP data under ``.png`` names; counted). Folders read (methods-part2.md §S.1):
 
 - segearth_openearthmap_val: ``OpenEarthMap/{img_dir,ann_dir}/val`` (.tif / .tif)
 - segearth_loveda_val: ``LoveDA/{img_dir,ann_dir}/val``

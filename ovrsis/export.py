@@ -34,9 +34,14 @@ def is_georeferenced(info: Optional[RasterInfo]) -> bool:
     return info.crs is not None or info.transform != Affine.identity()
 
 
-def write_label_png(path: str, labels: np.ndarray, num_classes: int) -> None:
-    """Label map (H, W) as a single-channel PNG (uint8, or uint16 above 255 classes)."""
-    if not cv2.imwrite(path, labels.astype(label_dtype(num_classes))):
+def write_label_png(path: str, labels: np.ndarray, num_classes: int, valid: Optional[np.ndarray] = None) -> None:
+    """Label map (H, W) as a single-channel PNG (uint8, or uint16 above 255 classes); where
+    ``valid`` (H, W) is False the pixel gets the no-data value 255 (65535 for uint16)."""
+    dtype = label_dtype(num_classes)
+    data = labels.astype(dtype)
+    if valid is not None:
+        data[~valid] = np.iinfo(dtype).max
+    if not cv2.imwrite(path, data):
         raise OSError(f"could not write {path}")
 
 
@@ -76,21 +81,26 @@ def write_label_geotiff(path: str, labels: np.ndarray, info: RasterInfo, colors:
 
 
 def write_probability_geotiff(path: str, probabilities: np.ndarray, info: RasterInfo,
-                              class_names: Sequence[str]) -> None:
+                              class_names: Sequence[str], valid: Optional[np.ndarray] = None) -> None:
     """Per-class probabilities (T, H, W) as a T-band float32 GeoTIFF with ``info``'s georeferencing;
-    band ``i + 1`` is described with class ``i``'s display name."""
+    band ``i + 1`` is described with class ``i``'s display name. Where ``valid`` (H, W) is False
+    every band holds the declared no-data value NaN."""
     import rasterio
 
     if probabilities.shape[1:] != (info.height, info.width):
         raise ValueError(f"probabilities {probabilities.shape} do not match {info.describe()}")
-    with rasterio.open(path, "w", **_geo_profile(info, probabilities.shape[0], np.float32, None)) as dst:
-        dst.write(probabilities.astype(np.float32))
+    data = probabilities.astype(np.float32)
+    if valid is not None:
+        data[:, ~valid] = np.nan
+    nodata = np.nan if valid is not None else None
+    with rasterio.open(path, "w", **_geo_profile(info, probabilities.shape[0], np.float32, nodata)) as dst:
+        dst.write(data)
         for i, name in enumerate(class_names):
             dst.set_band_description(i + 1, display_name(name))
 
 
 def label_polygons(labels: np.ndarray, class_names: Sequence[str], info: Optional[RasterInfo] = None,
-                   min_pixels: int = 0, to_wgs84: bool = True) -> dict:
+                   min_pixels: int = 0, to_wgs84: bool = True, valid: Optional[np.ndarray] = None) -> dict:
     """The label map as a GeoJSON FeatureCollection: one polygon per connected region
     (4-connectivity, ``rasterio.features.shapes``), properties ``class_id``, ``class`` (display
     name), ``prompts`` (the sub-prompts), ``pixels``.
@@ -100,7 +110,8 @@ def label_polygons(labels: np.ndarray, class_names: Sequence[str], info: Optiona
     (x = column, y = row). The collection names its coordinates in the foreign member
     ``"coordinate_system"`` (RFC 7946 §6.1); a FeatureCollection may not carry a ``"coordinates"``
     member (§7.1).
-    Regions smaller than ``min_pixels`` are left out.
+    Regions smaller than ``min_pixels`` are left out, and so are pixels where ``valid`` (H, W)
+    is False (the input's no-data).
     """
     from rasterio import features
     from rasterio.transform import Affine
@@ -110,7 +121,8 @@ def label_polygons(labels: np.ndarray, class_names: Sequence[str], info: Optiona
     data = labels.astype(np.int32)
     pixel_area = abs(transform.determinant)
     feats = []
-    for geometry, value in features.shapes(data, transform=transform, connectivity=4):
+    mask = None if valid is None else np.asarray(valid, bool)
+    for geometry, value in features.shapes(data, mask=mask, transform=transform, connectivity=4):
         rings = geometry["coordinates"]
         pixels = int(round((_ring_area(rings[0]) - sum(_ring_area(h) for h in rings[1:])) / pixel_area))
         if pixels < min_pixels:

@@ -32,7 +32,7 @@ from detectron2.modeling import build_model
 from . import modeling  # noqa: F401  (registers the meta-architectures)
 from .checkpoint import OVRSISCheckpointer
 from .data.mappers import SemanticSegmentationMapper
-from .data.raster import RasterInfo, RasterSettings, read_raster, to_rgb8
+from .data.raster import RasterImage, RasterInfo, RasterSettings, convert, read_raster
 from .data.vocabulary import VocabularySpec, load_class_names
 from .engine.setup import check_config_paths, merge_overrides, setup_cfg
 from .errors import ConfigError, close_names
@@ -55,6 +55,10 @@ class Prediction:
         image: (H, W, 3) uint8 RGB the model saw (before its resize), for drawing.
         info: the file's :class:`~ovrsis.data.raster.RasterInfo` (CRS, transform, profile) or
             ``None`` for an in-memory array.
+        valid: (H, W) bool, False at the image's no-data pixels (declared value, mask band,
+            alpha mask; :func:`~ovrsis.data.raster.valid_pixels`), or ``None`` when all hold data.
+            ``labels`` and ``probabilities`` there are the model's guesses on zeros: writers
+            mark them no-data (:mod:`ovrsis.export`).
     """
 
     probabilities: torch.Tensor
@@ -62,6 +66,7 @@ class Prediction:
     class_names: list
     image: np.ndarray
     info: Optional[RasterInfo] = None
+    valid: Optional[np.ndarray] = None
 
 
 class Predictor:
@@ -129,10 +134,10 @@ class Predictor:
             self._vocabulary = tuple(names)
         return names
 
-    def read_image(self, path: str, raster: Optional[RasterSettings] = None) -> tuple:
-        """``(rgb uint8 (H, W, 3), RasterInfo)`` of a file through the one raster path."""
+    def read_image(self, path: str, raster: Optional[RasterSettings] = None) -> RasterImage:
+        """The file through the one raster path: uint8 RGB, valid-pixel mask and info."""
         array, info = read_raster(path)
-        return to_rgb8(array, info, raster or self.raster), info
+        return convert(array, info, raster or self.raster)
 
     @torch.no_grad()
     def predict(self, image: Union[str, np.ndarray], class_names: VocabularySpec,
@@ -159,10 +164,11 @@ class Predictor:
         if isinstance(image, np.ndarray):
             array = image if image.ndim == 3 else image[:, :, None]
             info = RasterInfo("<array>", array.shape[0], array.shape[1], array.shape[2], str(array.dtype))
-            rgb = to_rgb8(array, info, raster or self.raster)
-            info = None
+            read = convert(array, info, raster or self.raster)
+            rgb, valid, info = read.rgb, read.valid, None
         else:
-            rgb, info = self.read_image(str(image), raster)
+            read = self.read_image(str(image), raster)
+            rgb, valid, info = read.rgb, read.valid, read.info
         height, width = rgb.shape[:2]
         model_image = rgb[:, :, ::-1] if self.image_format == "BGR" else rgb
         aug_input = T.AugInput(np.ascontiguousarray(model_image))
@@ -175,4 +181,4 @@ class Predictor:
             raise RuntimeError(f"{type(self.model).__name__} returned sem_seg {tuple(probabilities.shape)}, "
                                f"expected {(len(names), height, width)}")
         labels = probabilities.argmax(dim=0).numpy().astype(np.int64)
-        return Prediction(probabilities, labels, names, rgb, info)
+        return Prediction(probabilities, labels, names, rgb, info, valid)

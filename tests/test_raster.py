@@ -18,7 +18,8 @@ from detectron2.data import DatasetCatalog
 
 from ovrsis.data import DatasetError, SemanticSegmentationMapper, load_class_names
 from ovrsis.data.preflight import preflight, scan_registered
-from ovrsis.data.raster import RasterError, RasterSettings, dataset_percentiles, read_raster, read_rgb8, to_rgb8
+from ovrsis.data.raster import (RasterError, RasterSettings, dataset_percentiles, read_image, read_raster, read_rgb8,
+                                to_rgb8)
 from ovrsis.data.vocabulary import split_subprompts
 from ovrsis.engine import setup_cfg
 from ovrsis.errors import ConfigError
@@ -110,10 +111,18 @@ def test_8bit_rgb_png_and_jpeg_read_as_pillow_does(tmp_path):
         assert np.abs(ours.astype(int) - pillow.astype(int)).max() <= (0 if name.endswith("png") else 2)
 
 
-def test_rgba_png_drops_its_alpha_band(tmp_path):
-    rgba = np.dstack([np.full((8, 8), v, np.uint8) for v in (10, 20, 30, 128)])
+def test_rgba_png_alpha_is_dropped_only_when_it_is_a_mask(tmp_path):
+    rgba = np.dstack([np.full((8, 8), v, np.uint8) for v in (10, 20, 30, 255)])
+    rgba[0, 0, 3] = 0
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
-    assert read_rgb8(str(tmp_path / "a.png"))[0, 0].tolist() == [10, 20, 30]
+    image = read_image(str(tmp_path / "a.png"))
+    assert image.rgb[1, 1].tolist() == [10, 20, 30] and image.rgb[0, 0].tolist() == [0, 0, 0]
+    assert image.valid is not None and not image.valid[0, 0] and image.valid.sum() == 63
+    rgba[..., 3] = 128  # soft alpha: data, not a mask
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "b.png")
+    with pytest.raises(RasterError, match=r"band 4 is tagged alpha but is not a mask.*INPUT.RASTER.BANDS"):
+        read_rgb8(str(tmp_path / "b.png"))
+    assert read_rgb8(str(tmp_path / "b.png"), RasterSettings(bands=(1, 2, 3)))[0, 0].tolist() == [10, 20, 30]
 
 
 def test_float_raster_with_nodata(tmp_path):

@@ -12,7 +12,9 @@ Per image ``STEM`` it writes into ``--output``:
 
 * ``STEM_labels.tif`` — georeferenced inputs (GeoTIFF/JP2 with a CRS or transform): the label
   map as a GeoTIFF with the input's CRS and transform and a colour table; other inputs get
-  ``STEM_labels.png`` (uint8 class ids; uint16 above 255 classes);
+  ``STEM_labels.png`` (uint8 class ids; uint16 above 255 classes). The input's no-data pixels
+  (declared value, mask band, alpha mask, ``INPUT.RASTER.NODATA``) are 255 (65535) there, NaN
+  in the probabilities and outside every GeoJSON polygon;
 * ``STEM_mask.png`` — the image and the colourised prediction side by side, with the legend;
 * ``STEM_overlay.png`` — the prediction blended over the image, at the image's size;
 * ``STEM_heat_NN_CLASS.png`` (``--heatmaps``) — one probability heat-map per class (viridis, 0..1);
@@ -143,10 +145,10 @@ def write_outputs(result: Prediction, stem: str, output: str, colors: np.ndarray
     names = result.class_names
     if is_georeferenced(result.info):
         path = os.path.join(output, f"{stem}_labels.tif")
-        write_label_geotiff(path, result.labels, result.info, colors)
+        write_label_geotiff(path, result.labels, result.info, colors, result.valid)
     else:
         path = os.path.join(output, f"{stem}_labels.png")
-        write_label_png(path, result.labels, len(names))
+        write_label_png(path, result.labels, len(names), result.valid)
     written.append(path)
     fig = figure_with_legend([result.image, colorize(result.labels, colors)], ["image", "prediction"], names, colors)
     written.append(os.path.join(output, f"{stem}_mask.png"))
@@ -166,10 +168,11 @@ def write_outputs(result: Prediction, stem: str, output: str, colors: np.ndarray
         else:
             info = result.info
         written.append(os.path.join(output, f"{stem}_probabilities.tif"))
-        write_probability_geotiff(written[-1], result.probabilities.numpy(), info, names)
+        write_probability_geotiff(written[-1], result.probabilities.numpy(), info, names, result.valid)
     if args.geojson:
         written.append(os.path.join(output, f"{stem}.geojson"))
-        write_json(written[-1], label_polygons(result.labels, names, result.info, args.min_polygon_pixels))
+        write_json(written[-1], label_polygons(result.labels, names, result.info, args.min_polygon_pixels,
+                                               valid=result.valid))
     return written
 
 
@@ -207,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - start
         bar.close()
         written = write_outputs(result, Path(path).stem, args.output, colors, args)
-        shares = np.bincount(result.labels.ravel(), minlength=len(names)) / result.labels.size
+        scored = result.labels if result.valid is None else result.labels[result.valid]
+        shares = np.bincount(scored.ravel(), minlength=len(names)) / max(scored.size, 1)
         top = ", ".join(f"{display_name(names[i])} {100 * shares[i]:.0f}%" for i in np.argsort(-shares)[:3])
         tqdm.write(f"{path}: {result.labels.shape[1]}x{result.labels.shape[0]} in {seconds:.2f} s ({top}); "
                    f"wrote {', '.join(os.path.basename(w) for w in written)}")

@@ -20,7 +20,7 @@ from .raster import RASTER_EXTENSIONS, RasterError, RasterSettings, raster_info
 from .vocabulary import VocabularySpec, check_class_names, class_key, load_class_names
 
 IMAGE_EXTENSIONS = RASTER_EXTENSIONS
-_RASTER_KEYS = {"BANDS", "SCALING", "RANGE", "PERCENTILES"}  # per-dataset INPUT.RASTER overrides
+_RASTER_KEYS = {"BANDS", "SCALING", "RANGE", "PERCENTILES", "NODATA"}  # per-dataset INPUT.RASTER overrides
 _REGISTER_KEYS = {
     "IMAGE_ROOT", "MASK_ROOT", "CLASS_NAMES", "IGNORE_VALUE",
     "SEEN_CLASSES", "UNSEEN_CLASSES", "IMAGE_EXT", "MASK_EXT", *_RASTER_KEYS,
@@ -68,13 +68,14 @@ def read_mask(path: str) -> np.ndarray:
     """Read an index mask as stored: (H, W) for single-band files, (H, W, C) otherwise.
 
     PNG/BMP through Pillow (palette PNGs give their indices, not colours; 16-bit PNGs keep
-    their values); TIFF and other GDAL formats through rasterio. Raises :class:`DatasetError`
+    their values; 1-bit masks give ids 0/1 as uint8); TIFF and other GDAL formats through rasterio. Raises :class:`DatasetError`
     naming the file for an unreadable, empty or truncated file.
     """
     if os.path.splitext(path)[1].lower() in (".png", ".bmp", ".gif"):
         try:
             with Image.open(path) as mask:
-                return np.asarray(mask)
+                array = np.asarray(mask)
+                return array.astype(np.uint8) if array.dtype == bool else array  # mode "1": a 0/1 index map
         except (OSError, ValueError, SyntaxError) as err:
             size = os.path.getsize(path) if os.path.isfile(path) else None
             detail = "no such file" if size is None else ("empty file" if size == 0 else f"{size} bytes: {err}")
@@ -302,7 +303,7 @@ def _optional_vocabulary(spec, key: str) -> list[str] | None:
 
 def _raster_settings(name: str, entry, base: RasterSettings) -> RasterSettings | None:
     """A REGISTER entry's own raster settings (over ``base``, INPUT.RASTER) when it sets any of
-    BANDS/SCALING/RANGE/PERCENTILES."""
+    BANDS/SCALING/RANGE/PERCENTILES/NODATA."""
     if not _RASTER_KEYS & set(entry):
         return None
     return RasterSettings.from_config(entry, key=f"DATASETS.REGISTER.{name}", base=base)

@@ -20,7 +20,7 @@ from detectron2.data import transforms as T
 
 from ..errors import ConfigError
 from .folder_dataset import DatasetError, check_mask_values, read_mask
-from .raster import RasterSettings, dataset_percentiles, read_raster, to_rgb8
+from .raster import RasterImage, RasterSettings, convert, dataset_percentiles, read_raster
 
 
 class ColorJitterTransform(T.Transform):
@@ -89,6 +89,28 @@ class ColorJitterAugmentation(T.Augmentation):
         )
 
 
+class ResizeShortestEdge(T.ResizeShortestEdge):
+    """detectron2's ``ResizeShortestEdge`` for every image shape: ``max_size`` 0 means no cap on
+    the long side (instead of a 0x0 target), and no side rounds to 0 pixels (a 1x6000 strip under
+    ``MAX_SIZE_TEST`` 2560 becomes 1x2560, not 0x2560, which Pillow cannot make). Otherwise the
+    same sizes as detectron2's (``int(side · scale + 0.5)``)."""
+
+    def get_transform(self, image: np.ndarray) -> T.Transform:
+        h, w = image.shape[:2]
+        if self.is_range:
+            size = int(np.random.randint(self.short_edge_length[0], self.short_edge_length[1] + 1))
+        else:
+            size = int(np.random.choice(self.short_edge_length))
+        if size == 0:
+            return T.NoOpTransform()
+        newh, neww = T.ResizeShortestEdge.get_output_shape(h, w, size, self.max_size if self.max_size > 0
+                                                           else float("inf"))
+        newh, neww = max(newh, 1), max(neww, 1)
+        if (newh, neww) == (h, w):
+            return T.NoOpTransform()
+        return T.ResizeTransform(h, w, newh, neww, self.interp)
+
+
 class SemanticSegmentationMapper:
     """Turn a record from :func:`~ovrsis.data.folder_dataset.load_folder_dataset` into model input.
 
@@ -133,13 +155,15 @@ class SemanticSegmentationMapper:
         raster = RasterSettings.from_config(cfg.INPUT.RASTER)
         stats = _percentile_stats(names, raster)
         if not is_train:
-            augmentations = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)]
+            augmentations = [ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)]
             return {"is_train": False, "augmentations": augmentations, "image_format": cfg.INPUT.FORMAT,
                     "raster": raster, "dataset_stats": stats}
 
         num_classes, ignore_value = _label_space(names)
+        if not dataset_name:
+            loss_ignore_value(cfg)  # a MODEL.LOSS.IGNORE_VALUE contradicting the datasets' fails before training
         augmentations = [
-            T.ResizeShortestEdge(
+            ResizeShortestEdge(
                 cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
             )
         ]
@@ -171,10 +195,13 @@ class SemanticSegmentationMapper:
 
     def __call__(self, dataset_dict: dict) -> dict:
         record = copy.deepcopy(dataset_dict)
-        image = self._read_image(record)
+        raster = self._read_image(record)
+        image = raster.rgb
         record.setdefault("height", image.shape[0])
         record.setdefault("width", image.shape[1])
         if not self.is_train:
+            if raster.valid is not None:  # the evaluator leaves no-data pixels out
+                record["valid"] = torch.as_tensor(raster.valid)
             aug_input = T.AugInput(image)
             self.augmentations(aug_input)
             record["image"] = _to_chw_tensor(aug_input.image)
@@ -188,6 +215,9 @@ class SemanticSegmentationMapper:
                 f"mask {mask_path} is {mask.shape[1]}×{mask.shape[0]} but image "
                 f"{record['file_name']} is {image.shape[1]}×{image.shape[0]}"
             )
+        if raster.valid is not None:  # no-data pixels are ignored by the loss
+            fill = np.promote_types(mask.dtype, np.min_scalar_type(self.ignore_value))
+            mask = np.where(raster.valid, mask, np.asarray(self.ignore_value, dtype=fill))
         aug_input = T.AugInput(image, sem_seg=_resizable(mask))
         self.augmentations(aug_input)
         image, mask = aug_input.image, aug_input.sem_seg
@@ -197,8 +227,9 @@ class SemanticSegmentationMapper:
         record["sem_seg"] = torch.as_tensor(mask.astype(np.int64))
         return record
 
-    def _read_image(self, record: dict) -> np.ndarray:
-        """uint8 (H, W, 3) in ``image_format`` through the one raster path (ovrsis.data.raster)."""
+    def _read_image(self, record: dict) -> RasterImage:
+        """uint8 (H, W, 3) in ``image_format`` and its valid-pixel mask, through the one raster
+        path (ovrsis.data.raster)."""
         settings = RasterSettings.from_dict(record["raster"]) if "raster" in record else self.raster
         if settings.scaling == "percentile_dataset" and settings.dataset_stats is None:
             stats = self.dataset_stats.get(record.get("dataset_name"))
@@ -207,8 +238,10 @@ class SemanticSegmentationMapper:
                                   f"{record['file_name']}")
             settings = dataclasses.replace(settings, dataset_stats=stats)
         array, info = read_raster(record["file_name"])
-        rgb = to_rgb8(array, info, settings)
-        return rgb[:, :, ::-1].copy() if self.image_format == "BGR" else rgb
+        image = convert(array, info, settings)
+        if self.image_format == "BGR":
+            image.rgb = image.rgb[:, :, ::-1].copy()
+        return image
 
     def _pad(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pad bottom/right up to ``pad_to``: zeros in the image, ignore in the mask."""
@@ -231,6 +264,28 @@ def _percentile_stats(dataset_names: Sequence[str], default: RasterSettings) -> 
             files = [r["file_name"] for r in DatasetCatalog.get(name)]
             stats[name] = dataset_percentiles(files, settings)
     return stats
+
+
+def loss_ignore_value(cfg: CfgNode) -> int:
+    """The one ignore value of a run, from mapper to loss: the training datasets'
+    ``IGNORE_VALUE`` (``DATASETS.TRAIN[0]``'s registration; the training mapper checks that the
+    others agree). ``MODEL.LOSS.IGNORE_VALUE`` -1 takes it; any other value must equal it.
+    Without training datasets: ``MODEL.LOSS.IGNORE_VALUE``, or 255 for -1.
+
+    Raises:
+        ConfigError: ``MODEL.LOSS.IGNORE_VALUE`` contradicting the training dataset's.
+    """
+    declared = int(cfg.MODEL.LOSS.IGNORE_VALUE)
+    if not cfg.DATASETS.TRAIN:
+        return declared if declared >= 0 else 255
+    name = cfg.DATASETS.TRAIN[0]
+    registered = int(MetadataCatalog.get(name).get("ignore_label", 255))
+    if declared >= 0 and declared != registered:
+        raise ConfigError(
+            f"MODEL.LOSS.IGNORE_VALUE {declared} contradicts the ignore value {registered} of the training dataset "
+            f"{name!r} (its IGNORE_VALUE registration): the loss would treat its ignored pixels as labels. Set "
+            "MODEL.LOSS.IGNORE_VALUE -1 (use the dataset's) or register the dataset with the value you mean")
+    return registered
 
 
 def _label_space(dataset_names: Sequence[str]) -> tuple[int, int]:

@@ -22,11 +22,24 @@ refuses 4-band files. Here:
   - ``percentile_dataset``: the same, with the percentiles of a fixed sample of the dataset's
     images (:func:`dataset_percentiles`), so every image shares one mapping.
 
-  No-data pixels (the file's declared no-data value) become 0 and are excluded from
-  percentiles. Anything the pipeline would have to guess — more than 3 bands without
-  ``BANDS``, 2 bands, a band index out of range, non-8-bit data under ``auto`` — raises
-  :class:`~ovrsis.errors.DatasetError`-style errors naming the file, its dtype and band count
-  and the config key to set.
+Band stacks — one rule for every layout GDAL and tifffile write (pixel- or band-interleaved,
+one band per TIFF page, extra samples tagged alpha or unspecified): the file's bands are read
+in order (a multi-page TIFF whose pages share size and type is one band per page). A band is
+left out of the RGB only when (a) it is tagged alpha *and* is a genuine mask — it holds only 0
+and the type's full value (255, 65535; 1.0 for floats) — and then it becomes the no-data mask,
+or (b) ``BANDS`` leaves it out. A band tagged alpha that holds other values (an RGB+NIR stack
+written with an RGBA default) is data: without ``BANDS`` that is an error asking for it, as is
+any count other than 1 or 3 data bands.
+
+No-data — the valid-pixel mask (:func:`valid_pixels`) that travels with the image
+(:class:`RasterImage`): a pixel is no-data when every selected band equals the no-data value
+(``NODATA`` if set, else the file's declared value), when a float band is not finite, when
+the file's GDAL mask band (internal/external ``.msk``) says so, or when a genuine alpha mask is
+0. No-data pixels become 0 in the RGB, are excluded from percentiles, become the ignore value
+in training masks, are left out of evaluation and are written as no-data by the demo.
+
+Anything the pipeline would have to guess raises :class:`RasterError` naming the file, its
+dtype and band count and the config key to set.
 """
 from __future__ import annotations
 
@@ -67,6 +80,7 @@ class RasterSettings:
         value_range: ``(lo, hi)`` of ``fixed`` scaling, in stored units.
         percentiles: ``(p_lo, p_hi)`` in percent for the percentile stretches.
         key: the config key prefix named in errors (``INPUT.RASTER`` or ``DATASETS.REGISTER.<name>``).
+        nodata: declared no-data value (``NODATA: [v]``) overriding the file's; None = the file's.
     """
 
     bands: Tuple[int, ...] = ()
@@ -74,6 +88,7 @@ class RasterSettings:
     value_range: Tuple[float, float] = (0.0, 255.0)
     percentiles: Tuple[float, float] = (2.0, 98.0)
     key: str = "INPUT.RASTER"
+    nodata: Optional[float] = None
     dataset_stats: Optional[Tuple[Tuple[float, ...], Tuple[float, ...]]] = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -97,18 +112,28 @@ class RasterSettings:
         lacks come from ``base`` (e.g. a dataset entry over ``INPUT.RASTER``), else the defaults."""
         default = base or cls()
         get = node.get if hasattr(node, "get") else (lambda k, d=None: getattr(node, k, d))
+        nodata = get("NODATA", None)
+        if nodata is None:
+            nodata = default.nodata
+        elif isinstance(nodata, (list, tuple)):
+            if len(nodata) > 1:
+                raise RasterError(f"{key}.NODATA is [] (the file's declared value) or [value], got {list(nodata)}")
+            nodata = float(nodata[0]) if nodata else None
+        else:
+            nodata = float(nodata)
         return cls(
             bands=tuple(int(b) for b in get("BANDS", default.bands) or ()),
             scaling=str(get("SCALING", default.scaling)),
             value_range=tuple(float(v) for v in get("RANGE", default.value_range)),
             percentiles=tuple(float(v) for v in get("PERCENTILES", default.percentiles)),
             key=key,
+            nodata=nodata,
         )
 
     def as_dict(self) -> Dict[str, Any]:
         """Plain values (records and the pre-flight cache store them)."""
         return {"bands": list(self.bands), "scaling": self.scaling, "value_range": list(self.value_range),
-                "percentiles": list(self.percentiles), "key": self.key,
+                "percentiles": list(self.percentiles), "key": self.key, "nodata": self.nodata,
                 "dataset_stats": [list(s) for s in self.dataset_stats] if self.dataset_stats else None}
 
     @classmethod
@@ -116,13 +141,17 @@ class RasterSettings:
         stats = d.get("dataset_stats")
         return cls(bands=tuple(d["bands"]), scaling=d["scaling"], value_range=tuple(d["value_range"]),
                    percentiles=tuple(d["percentiles"]), key=d.get("key", "INPUT.RASTER"),
-                   dataset_stats=tuple(tuple(s) for s in stats) if stats else None)
+                   nodata=d.get("nodata"), dataset_stats=tuple(tuple(s) for s in stats) if stats else None)
 
 
 @dataclass
 class RasterInfo:
     """What a file holds: shape, dtype, band count, no-data value and (for GDAL files)
-    ``crs``/``transform``/``colorinterp`` as rasterio reports them."""
+    ``crs``/``transform``/``colorinterp`` as rasterio reports them.
+
+    ``alpha_band`` is the 1-based band tagged alpha (whether it is a mask is decided from its
+    values, :func:`select_bands`); ``mask`` the file's GDAL mask band ((H, W) bool, True =
+    valid; set by :func:`read_raster` only); ``pages`` how many TIFF pages were stacked as bands."""
 
     path: str
     height: int
@@ -134,9 +163,21 @@ class RasterInfo:
     crs: Any = None
     transform: Any = None
     profile: Dict[str, Any] = field(default_factory=dict)
+    mask: Optional[np.ndarray] = field(default=None, repr=False)
+    pages: int = 1
 
     def describe(self) -> str:
         return f"{self.path} ({self.width}x{self.height}, {self.count} band(s), {self.dtype})"
+
+
+@dataclass
+class RasterImage:
+    """An image ready for the model: ``rgb`` (H, W, 3) uint8 (0 at no-data pixels), ``valid``
+    (H, W) bool (True = data) or None when every pixel holds data, and the file's ``info``."""
+
+    rgb: np.ndarray
+    valid: Optional[np.ndarray]
+    info: RasterInfo
 
 
 def _uses_opencv(path: str) -> bool:
@@ -175,7 +216,11 @@ def raster_info(path: str) -> RasterInfo:
         return RasterInfo(path, array.shape[0], array.shape[1], array.shape[2], str(array.dtype),
                           alpha_band=4 if array.shape[2] == 4 else None)
     with _open_rasterio(path) as src:
-        return _info_from_dataset(path, src)
+        info = _info_from_dataset(path, src)
+        pages = _band_pages(path, src, info)
+    if pages:
+        info.count, info.pages, info.alpha_band = info.count + len(pages), len(pages) + 1, None
+    return info
 
 
 def _info_from_dataset(path: str, src) -> RasterInfo:
@@ -197,11 +242,37 @@ def _info_from_dataset(path: str, src) -> RasterInfo:
                       src.transform, dict(src.profile))
 
 
+def _band_pages(path: str, src, info: RasterInfo) -> list:
+    """The further pages of a multi-page TIFF that stores one band per page (tifffile's default
+    for a (bands, H, W) stack), as GDAL subdataset names; [] for a one-page file.
+
+    Raises:
+        RasterError: pages that differ in size, type or band count (not a band stack).
+    """
+    pages = [name for name in (src.subdatasets or []) if name.startswith("GTIFF_DIR:")]
+    if not pages or src.driver != "GTiff":
+        return []
+    pages = [p for p in pages if not p.startswith("GTIFF_DIR:1:")]  # page 1 is ``src`` itself
+    for page in pages:
+        with _open_rasterio(page) as other:
+            if (other.height, other.width, other.count, other.dtypes[0]) != (info.height, info.width, info.count,
+                                                                               info.dtype):
+                raise RasterError(
+                    f"cannot read image {path}: a TIFF of {len(pages) + 1} pages that differ "
+                    f"({info.width}x{info.height}x{info.count} {info.dtype} vs {other.width}x{other.height}x"
+                    f"{other.count} {other.dtypes[0]}); a multi-page TIFF is read as a band stack only when "
+                    "its pages share size and type: write one image per file")
+    return pages
+
+
 def read_raster(path: str) -> Tuple[np.ndarray, RasterInfo]:
     """All bands of ``path`` as stored: an (H, W, C) array in the file's dtype, and its info.
 
-    Palette PNGs give their colours (use :func:`~ovrsis.data.folder_dataset.read_mask` for
-    index masks). OpenCV's BGR order is turned into the file's band order (R, G, B[, A]).
+    Every layout gives the same array: pixel- or band-interleaved files, and multi-page TIFFs
+    of equal pages (one band per page, in page order). The file's GDAL mask band, if any, is
+    ``info.mask``. Palette PNGs give their colours (use
+    :func:`~ovrsis.data.folder_dataset.read_mask` for index masks). OpenCV's BGR order is turned
+    into the file's band order (R, G, B[, A]).
 
     Raises:
         RasterError: missing, empty, truncated, corrupt or unsupported file, naming it.
@@ -222,55 +293,102 @@ def read_raster(path: str) -> Tuple[np.ndarray, RasterInfo]:
         info = RasterInfo(path, array.shape[0], array.shape[1], array.shape[2], str(array.dtype),
                           alpha_band=4 if array.shape[2] == 4 else None)
         return array, info
+    from rasterio.enums import MaskFlags
+
     with _open_rasterio(path) as src:
         info = _info_from_dataset(path, src)
         try:
-            array = src.read()  # (C, H, W)
+            bands = [src.read()]  # (C, H, W)
+            for page in _band_pages(path, src, info):
+                with _open_rasterio(page) as other:
+                    bands.append(other.read())
+            flags = src.mask_flag_enums[0] if src.count else ()
+            if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags and MaskFlags.nodata not in flags:
+                info.mask = src.dataset_mask() > 0  # an internal or external (.msk) mask band
+        except RasterError:
+            raise
         except Exception as err:  # GDAL decode errors surface as several rasterio types
             raise RasterError(f"cannot read image {path}: {_reason(path, err)}") from err
+    if len(bands) > 1:
+        info.count, info.pages, info.alpha_band = sum(len(b) for b in bands), len(bands), None
+    array = np.concatenate(bands) if len(bands) > 1 else bands[0]
     return np.ascontiguousarray(array.transpose(1, 2, 0)), info
 
 
-def select_bands(array: np.ndarray, info: RasterInfo, settings: RasterSettings) -> np.ndarray:
-    """(H, W, 3) view of the bands feeding R, G, B (module docstring for the rules)."""
+def is_mask_band(band: np.ndarray) -> bool:
+    """True when ``band`` (H, W) holds only 0 and its type's full value (255, 65535, ...; 1.0 for
+    floats): a genuine alpha/validity mask rather than a data band tagged alpha."""
+    full = np.iinfo(band.dtype).max if band.dtype.kind in "ui" else 1.0
+    return bool(((band == 0) | (band == full)).all())
+
+
+def _data_bands(array: np.ndarray, info: RasterInfo, settings: RasterSettings) -> Tuple[list, Optional[int]]:
+    """(0-based bands feeding R, G, B, 0-based alpha band used as a mask or None) per the rule
+    of the module docstring."""
     count = array.shape[2]
+    alpha = info.alpha_band - 1 if info.alpha_band and info.alpha_band <= count else None
+    mask_alpha = alpha if alpha is not None and is_mask_band(array[:, :, alpha]) else None
     if settings.bands:
         bad = [b for b in settings.bands if b > count]
         if bad:
             raise RasterError(f"image {info.describe()}: {settings.key}.BANDS {list(settings.bands)} names band(s) "
                               f"{bad} but the file has {count}")
-        picked = array[:, :, [b - 1 for b in settings.bands]]
-        return np.repeat(picked, 3, axis=2) if picked.shape[2] == 1 else picked
-    if count == 1:
-        return np.repeat(array, 3, axis=2)
-    if count == 3:
-        return array
-    if count == 4 and info.alpha_band == 4:
-        _log_once(("alpha", settings.key), "%s: 4-band images with an alpha band (e.g. %s): the alpha band is "
-                  "not fed to the model (set %s.BANDS to choose bands)", settings.key, info.path, settings.key)
-        return array[:, :, :3]
+        picked = [b - 1 for b in settings.bands]
+        return picked, (mask_alpha if mask_alpha not in picked else None)
+    if alpha is not None and mask_alpha is None:
+        raise RasterError(
+            f"image {info.describe()}: band {alpha + 1} is tagged alpha but is not a mask (it holds values other "
+            f"than 0 and full scale, e.g. a NIR band written with an RGBA default); set {settings.key}.BANDS to "
+            f"the 1-based bands for R, G, B (e.g. [1, 2, 3], or [{alpha + 1}, 1, 2] for a false-colour view)")
+    data = [b for b in range(count) if b != mask_alpha]
+    if len(data) == 1:
+        return data * 3, mask_alpha
+    if len(data) == 3:
+        return data, mask_alpha
     raise RasterError(
-        f"image {info.describe()}: cannot tell which bands are red, green and blue; set {settings.key}.BANDS "
-        "to three 1-based band numbers (e.g. [4, 3, 2] for a Landsat-8 band stack)")
+        f"image {info.describe()}: {len(data)} data band(s){' (after its alpha mask)' if mask_alpha is not None else ''}: "
+        f"cannot tell which bands are red, green and blue; set {settings.key}.BANDS "
+        "to three 1-based band numbers (e.g. [4, 3, 2] for a Landsat-8 band stack) or one band for grey")
 
 
-def to_rgb8(array: np.ndarray, info: RasterInfo, settings: RasterSettings) -> np.ndarray:
-    """Stored values (H, W, C) → uint8 RGB (H, W, 3) as ``settings`` say (module docstring).
+def select_bands(array: np.ndarray, info: RasterInfo, settings: RasterSettings) -> np.ndarray:
+    """(H, W, 3) bands feeding R, G, B (module docstring for the rule)."""
+    return array[:, :, _data_bands(array, info, settings)[0]]
+
+
+def valid_pixels(array: np.ndarray, info: RasterInfo, settings: RasterSettings) -> Optional[np.ndarray]:
+    """(H, W) bool, True where the pixel holds data, or None when every pixel does.
+
+    No-data (module docstring): every selected band equal to the no-data value (``settings.nodata``,
+    else ``info.nodata``; NaN matches NaN), a non-finite float value, the file's GDAL mask band
+    (``info.mask``) or a genuine alpha mask at 0.
+    """
+    picked, alpha = _data_bands(array, info, settings)
+    return _valid_mask(array[:, :, picked], info, settings, alpha_band=None if alpha is None else array[:, :, alpha])
+
+
+def convert(array: np.ndarray, info: RasterInfo, settings: RasterSettings) -> RasterImage:
+    """Stored values (H, W, C) → :class:`RasterImage` (uint8 RGB and its valid-pixel mask) as
+    ``settings`` say (module docstring).
 
     Raises:
         RasterError: a choice the user must make (bands, non-8-bit data under ``auto``).
     """
-    rgb = select_bands(array, info, settings)
-    valid = _valid_mask(rgb, info)
+    picked, alpha = _data_bands(array, info, settings)
+    rgb = array[:, :, picked]
+    valid = _valid_mask(rgb, info, settings, alpha_band=None if alpha is None else array[:, :, alpha])
     if settings.scaling == "auto":
-        if rgb.dtype == np.uint8:
-            return np.ascontiguousarray(rgb)
-        finite = rgb[valid] if valid is not None else rgb
-        lo, hi = (float(np.nanmin(finite)), float(np.nanmax(finite))) if finite.size else (0.0, 0.0)
-        raise RasterError(
-            f"image {info.describe()} holds {rgb.dtype} values {lo:g}..{hi:g}; the encoders expect 8-bit RGB. "
-            f"Choose how values map to 0..255: set {settings.key}.SCALING to 'fixed' (with {settings.key}.RANGE, "
-            f"e.g. [0, 10000] for reflectance x 10^4), 'percentile' (per image) or 'percentile_dataset'")
+        if rgb.dtype != np.uint8:
+            finite = rgb[valid] if valid is not None else rgb
+            lo, hi = (float(np.nanmin(finite)), float(np.nanmax(finite))) if finite.size else (0.0, 0.0)
+            raise RasterError(
+                f"image {info.describe()} holds {rgb.dtype} values {lo:g}..{hi:g}; the encoders expect 8-bit RGB. "
+                f"Choose how values map to 0..255: set {settings.key}.SCALING to 'fixed' (with {settings.key}.RANGE, "
+                f"e.g. [0, 10000] for reflectance x 10^4), 'percentile' (per image) or 'percentile_dataset'")
+        out = np.ascontiguousarray(rgb)
+        if valid is not None:
+            out[~valid] = 0
+        return RasterImage(out, valid, info)
     data = rgb.astype(np.float32)
     if settings.scaling == "fixed":
         lo = np.full(3, settings.value_range[0], np.float32)
@@ -293,10 +411,19 @@ def to_rgb8(array: np.ndarray, info: RasterInfo, settings: RasterSettings) -> np
         if len(lo) != 3:
             raise RasterError(f"{settings.key}: dataset statistics hold {len(lo)} bands, expected 3")
     scaled = (data - lo) / np.maximum(hi - lo, 1e-12) * 255.0
-    out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    out = np.clip(np.rint(np.nan_to_num(scaled)), 0, 255).astype(np.uint8)
     if valid is not None:
         out[~valid] = 0
-    return out
+    return RasterImage(out, valid, info)
+
+
+def to_rgb8(array: np.ndarray, info: RasterInfo, settings: RasterSettings) -> np.ndarray:
+    """Stored values (H, W, C) → uint8 RGB (H, W, 3): :func:`convert` without the mask.
+
+    Raises:
+        RasterError: a choice the user must make (bands, non-8-bit data under ``auto``).
+    """
+    return convert(array, info, settings).rgb
 
 
 def band_percentiles(rgb: np.ndarray, valid: Optional[np.ndarray], percentiles: Sequence[float]
@@ -326,7 +453,7 @@ def dataset_percentiles(paths: Sequence[str], settings: RasterSettings, sample: 
     if not paths:
         raise RasterError(f"{settings.key}: no images to compute dataset percentiles from")
     picked = [paths[int(i)] for i in np.linspace(0, len(paths) - 1, min(sample, len(paths)))]
-    ident = [settings.bands, settings.percentiles] + [(p, os.path.getsize(p), os.path.getmtime(p)) for p in picked]
+    ident = [settings.bands, settings.percentiles, settings.nodata] + [(p, os.path.getsize(p), os.path.getmtime(p)) for p in picked]
     digest = hashlib.sha1(json.dumps(ident, default=str).encode()).hexdigest()[:16]
     cache_dir = cache_dir or os.path.join(os.environ.get("OVRSIS_CACHE", os.path.expanduser("~/.cache/ovrsis")),
                                           "raster_stats")
@@ -340,7 +467,7 @@ def dataset_percentiles(paths: Sequence[str], settings: RasterSettings, sample: 
     for path in picked:
         array, info = read_raster(path)
         rgb = select_bands(array, info, settings)
-        valid = _valid_mask(rgb, info)
+        valid = valid_pixels(array, info, settings)
         flat = rgb.reshape(-1, 3)[valid.ravel()] if valid is not None else rgb.reshape(-1, 3)
         if len(flat) > 65536:
             flat = flat[rng.choice(len(flat), 65536, replace=False)]
@@ -355,24 +482,33 @@ def dataset_percentiles(paths: Sequence[str], settings: RasterSettings, sample: 
     return tuple(lo.tolist()), tuple(hi.tolist())
 
 
-def read_rgb8(path: str, settings: RasterSettings = RasterSettings()) -> np.ndarray:
-    """Read ``path`` and return uint8 RGB (H, W, 3) per ``settings``: the one entry point
-    the mappers, the evaluator's visualisations and the predictor use."""
+def read_image(path: str, settings: RasterSettings = RasterSettings()) -> RasterImage:
+    """Read ``path`` into a :class:`RasterImage` (uint8 RGB and valid-pixel mask) per
+    ``settings``: the one entry point the mappers, the predictor and the tools use."""
     array, info = read_raster(path)
-    return to_rgb8(array, info, settings)
+    return convert(array, info, settings)
 
 
-def _valid_mask(rgb: np.ndarray, info: RasterInfo) -> Optional[np.ndarray]:
-    """(H, W) True where every band holds data (not the declared no-data value, finite)."""
+def read_rgb8(path: str, settings: RasterSettings = RasterSettings()) -> np.ndarray:
+    """uint8 RGB (H, W, 3) of ``path`` per ``settings`` (:func:`read_image` without the mask)."""
+    return read_image(path, settings).rgb
+
+
+def _valid_mask(rgb: np.ndarray, info: RasterInfo, settings: Optional[RasterSettings] = None,
+                alpha_band: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """(H, W) True where the pixel holds data (:func:`valid_pixels`); None when all do."""
     valid = None
-    if info.nodata is not None:
-        nodata = info.nodata
+    nodata = settings.nodata if settings is not None and settings.nodata is not None else info.nodata
+    if nodata is not None:
         invalid = np.isnan(rgb).all(axis=2) if np.isnan(nodata) else (rgb == nodata).all(axis=2)
         valid = ~invalid
     if rgb.dtype.kind == "f":
         finite = np.isfinite(rgb).all(axis=2)
         valid = finite if valid is None else valid & finite
-    return valid
+    for mask in (info.mask, None if alpha_band is None else alpha_band > 0):
+        if mask is not None:
+            valid = mask if valid is None else valid & mask
+    return None if valid is None or valid.all() else valid
 
 
 def _log_once(key: tuple, message: str, *args: Any) -> None:

@@ -50,7 +50,8 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
     """Accumulates one confusion matrix (rows = ground truth) over a split and scores it.
 
     Reads ``stuff_classes``, ``ignore_label`` and the optional ``seen_classes`` /
-    ``unseen_classes`` from the dataset's metadata. The returned dict holds floats only,
+    ``unseen_classes`` from the dataset's metadata. Pixels outside an input's ``valid`` mask
+    (the image's no-data, set by the test mapper) are not scored. The returned dict holds floats only,
     because detectron2's ``EvalHook`` logs every value as a scalar; the dataset name and the
     protocol are kept in :attr:`dataset_name`, :attr:`protocol` and in the JSON file.
     ``inference`` is how the predictions were made (e.g. ``inference_from_config(cfg)``);
@@ -114,6 +115,10 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
                 return None
             conf = np.sum(gathered, axis=0)
         if not conf.any():
+            valid = inp.get("valid")  # the image's no-data pixels (test mapper) are left out
+            if valid is not None:
+                keep = valid.cpu().numpy().astype(bool) if hasattr(valid, "cpu") else np.asarray(valid, bool)
+                pred, gt = pred[keep], gt[keep]
             logger.warning("%s: no evaluated pixels; all metrics are NaN", self.dataset_name)
 
         res = segmentation_metrics(

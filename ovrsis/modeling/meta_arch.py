@@ -24,6 +24,7 @@ from .encoders.clip import CLIPEncoder
 from .encoders.specialist import build_specialists, check_guidance_sources, resample_to_grid
 from .inference import Protocol, build_protocols, builtin_protocols, check_protocol
 from .perturbation import PerturbationStage, build_perturbation
+from ..data.mappers import loss_ignore_value
 from .losses import per_class_bce
 from ..data.vocabulary import check_class_names
 from .precision import autocast, check_precision, full_precision, precision_from_config
@@ -158,7 +159,7 @@ class CostAggregationSegmentor(nn.Module):
             "max_classes": m.COST.MAX_CLASSES,
             "rotations": m.COST.ROTATIONS,
             "rotation_fusion": m.COST.ROTATION_FUSION,
-            "ignore_value": m.LOSS.IGNORE_VALUE,
+            "ignore_value": loss_ignore_value(cfg),
             "ignore_as_negative": m.LOSS.IGNORE_AS_NEGATIVE,
             "inference_mode": cfg.TEST.INFERENCE_MODE,
             "slide_window": cfg.TEST.SLIDE.WINDOW,

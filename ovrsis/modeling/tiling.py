@@ -82,8 +82,9 @@ def tile_starts(length: int, tile: int, stride: int, remainder: str = "shift") -
 
 
 def _footprint(start: int, size: int, length: int, out_length: int) -> tuple[int, int]:
-    """Input span [start, start + size) mapped to output pixels (at least one)."""
-    begin = round(start * out_length / length)
+    """Input span [start, start + size) mapped to output pixels (at least one, inside the output
+    even when the output is smaller than the tile grid, e.g. a 1x1 image scored at a larger scale)."""
+    begin = min(round(start * out_length / length), out_length - 1)
     end = max(round((start + size) * out_length / length), begin + 1)
     return begin, min(end, out_length)
 
@@ -207,7 +208,7 @@ def window_average(image: torch.Tensor, score: TileScorer, class_names: Sequence
             total[:, y:y + th, x:x + tw] += window.float()
             counts[:, y:y + th, x:x + tw] += 1
         _report(first + len(batch), len(boxes))
-    return total / counts
+    return total.div_(counts)  # in place: one (T, H, W) buffer, not two
 
 
 @torch.no_grad()
@@ -237,7 +238,7 @@ def tiled_probabilities(
         for (y, x), tile_probs in zip(batch, probs):
             blend_tile(total, counts, tile_probs, grid.footprint(y, x))
         _report(first + len(batch), len(boxes))
-    return total / counts
+    return total.div_(counts)  # in place: one (T, H, W) buffer, not two
 
 
 def _report(done: int, total: int) -> None:

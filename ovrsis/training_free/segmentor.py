@@ -28,6 +28,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
 from ..data.vocabulary import check_class_names, load_class_names
+from ..errors import ConfigError
 from ..modeling.encoders.clip import CLIPEncoder
 from ..modeling.meta_arch import vocabulary_of
 from ..modeling.precision import autocast, check_precision, full_precision, precision_from_config
@@ -98,7 +99,7 @@ class TrainingFreeSegmentor(nn.Module):
     def from_config(cls, cfg) -> Dict:
         m, t = cfg.MODEL, cfg.MODEL.TRAINING_FREE
         if cfg.TEST.INFERENCE_MODE != "tiled":
-            raise ValueError("TrainingFreeSegmentor runs SegEarth-OV's sliding window: set TEST.INFERENCE_MODE tiled "
+            raise ConfigError("TrainingFreeSegmentor runs SegEarth-OV's sliding window: set TEST.INFERENCE_MODE tiled "
                              f"(TEST.TILED: TILE 224, STRIDE 112, LONG_SIDE 448 = protocol P-C), got "
                              f"{cfg.TEST.INFERENCE_MODE!r}")
         clip = CLIPEncoder(

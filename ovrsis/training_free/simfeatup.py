@@ -52,6 +52,21 @@ def adaptive_filter(source: torch.Tensor, filters: torch.Tensor, channel_chunk: 
     return out
 
 
+def border_pad(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """(B, C, H, W) → (B, C, H + 2r, W + 2r): reflect padding as the official upsampler, on each
+    axis long enough for it (reflection needs H, W > r); a shorter axis (strip-shaped or tiny
+    inputs, e.g. a 448x12 window, whose grids the official code cannot pad and crashes on) is
+    replicate-padded instead. Identical to the official padding wherever that one runs."""
+    h, w = x.shape[-2:]
+    if w > radius:
+        x = F.pad(x, [radius, radius, 0, 0], mode="reflect")
+    else:
+        x = F.pad(x, [radius, radius, 0, 0], mode="replicate")
+    if h > radius:
+        return F.pad(x, [0, 0, radius, radius], mode="reflect")
+    return F.pad(x, [0, 0, radius, radius], mode="replicate")
+
+
 class JBULearnedRange(nn.Module):
     """One joint-bilateral upsampling step with a learned range kernel (FeatUp/SimFeatUp).
 
@@ -59,7 +74,7 @@ class JBULearnedRange(nn.Module):
     softmax over the D×D window (D = 2·radius + 1) of exp(range_temp)·⟨k(p), k(p + o)⟩;
     spatial kernel exp(−|o|² / 2σ²) on a [−1, 1]² grid; their product normalised, plus
     0.1 × fix-up projection (1×1 (D² + 3)→D², GELU, Dropout2d, 1×1 D²→D²) of [kernel, guidance];
-    the source, bicubic-upsampled to (H, W) and reflect-padded, filtered with it.
+    the source, bicubic-upsampled to (H, W) and reflect-padded (:func:`border_pad`), filtered with it.
     """
 
     def __init__(self, guidance_dim: int = 3, feat_dim: int = 512, key_dim: int = 32, radius: int = 5) -> None:
@@ -81,7 +96,7 @@ class JBULearnedRange(nn.Module):
         """(B, 3, H, W) → (B, D², H, W): softmax over offsets o = (i, j), index i·D + j."""
         b, _, h, w = guidance.shape
         keys = self.range_proj(guidance)
-        padded = F.pad(keys, [self.radius] * 4, mode="reflect")
+        padded = border_pad(keys, self.radius)
         logits = keys.new_empty(b, self.diameter ** 2, h, w)
         for i in range(self.diameter):
             for j in range(self.diameter):
@@ -106,7 +121,7 @@ class JBULearnedRange(nn.Module):
         kernel = kernel + 0.1 * self.fixup_proj(torch.cat([kernel, guidance], dim=1))
         filters = kernel.permute(0, 2, 3, 1).reshape(b, h, w, self.diameter, self.diameter)
         hr_source = F.interpolate(source, size=(h, w), mode="bicubic", align_corners=False)
-        hr_source = F.pad(hr_source, [self.radius] * 4, mode="reflect")
+        hr_source = border_pad(hr_source, self.radius)
         return adaptive_filter(hr_source, filters)
 
 

@@ -1,0 +1,250 @@
+"""Issue 22 — the kinds as matrices: every meta-architecture x inference mode x image shape,
+the raster conformance matrix (entry points x raster kinds), no-data end to end, one ignore
+value per dataset, every file-naming config key through one path check, honest resume."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ovrsis
+from ovrsis.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
+SEGEARTH = str(REPO / "configs" / "segearth_ov" / "synthetic.yaml")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch, one_thread):
+    monkeypatch.setenv("OVRSIS_CACHE", str(tmp_path / "cache"))
+
+
+# ------------------------------------------------------------------ meta-architecture x mode x shape
+ARCHS = {"CostAggregationSegmentor": QUICKSTART, "TrainingFreeSegmentor": SEGEARTH}
+MODES = {
+    "whole": ["TEST.INFERENCE_MODE", "whole"],
+    "slide": ["TEST.INFERENCE_MODE", "slide"],
+    "tiled": ["TEST.INFERENCE_MODE", "tiled", "TEST.TILED.TILE", "32", "TEST.TILED.STRIDE", "24",
+              "TEST.TILED.LONG_SIDE", "0"],
+    "tiled_long_side": ["TEST.INFERENCE_MODE", "tiled", "TEST.TILED.TILE", "32", "TEST.TILED.STRIDE", "24",
+                        "TEST.TILED.LONG_SIDE", "64"],
+    "tiled_min_size_test": ["TEST.INFERENCE_MODE", "tiled", "TEST.TILED.TILE", "32", "TEST.TILED.STRIDE", "24",
+                            "TEST.TILED.LONG_SIDE", "0", "INPUT.MIN_SIZE_TEST", "48", "INPUT.MAX_SIZE_TEST", "96"],
+}
+SHAPES = {"1x1": (1, 1), "1xN": (1, 57), "Nx1": (57, 1), "tiny": (3, 5), "odd": (37, 23),
+          "extreme_wide": (1, 6000), "extreme_tall": (700, 2), "larger_than_window": (150, 110)}
+# the cells that refuse, and the key their message must name
+REFUSALS = {("TrainingFreeSegmentor", "whole"): "TEST.INFERENCE_MODE",
+            ("TrainingFreeSegmentor", "slide"): "TEST.INFERENCE_MODE"}
+_predictors: dict = {}
+
+
+def _predictor(arch: str, mode: str):
+    if (arch, mode) not in _predictors:
+        try:
+            _predictors[arch, mode] = ovrsis.Predictor(ARCHS[arch], device="cpu", opts=MODES[mode])
+        except ConfigError as err:
+            _predictors[arch, mode] = err
+    return _predictors[arch, mode]
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_every_architecture_mode_and_shape_runs_or_refuses_naming_the_key(arch, mode, shape):
+    predictor = _predictor(arch, mode)
+    if (arch, mode) in REFUSALS:
+        assert isinstance(predictor, ConfigError) and REFUSALS[arch, mode] in str(predictor)
+        return
+    assert not isinstance(predictor, Exception), predictor
+    h, w = SHAPES[shape]
+    image = np.random.default_rng(h * 7919 + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    result = predictor.predict(image, ["water", "tree", "road"])
+    assert result.probabilities.shape == (3, h, w) and result.labels.shape == (h, w)
+    assert torch.isfinite(result.probabilities).all()
+
+
+@pytest.mark.parametrize("size, max_size, expected", [
+    ((1, 6000), 2560, (1, 2560)),  # detectron2 rounds the short side to 0 here (Pillow then fails)
+    ((448, 12), 0, (1792, 48)),  # MAX_SIZE_TEST 0 = no cap (the SegEarth-OV configs), not a 0x0 target
+    ((5, 7), 0, (48, 67)),
+])
+def test_test_resize_keeps_every_side_at_least_one_pixel(size, max_size, expected):
+    from ovrsis.data.mappers import ResizeShortestEdge
+
+    image = np.zeros((*size, 3), np.uint8)
+    out = ResizeShortestEdge(48, max_size).get_transform(image).apply_image(image)
+    assert out.shape[:2] == expected
+
+
+@pytest.mark.parametrize("shape", [(448, 12), (3000, 20), (1, 500)])
+def test_segearth_shipped_p_c_geometry_on_strips(shape):
+    """SegEarth-OV's own geometry (224 windows, stride 112, long side 448) on strip-shaped images:
+    SimFeatUp's padding must not crash (it did with reflect padding on a 1-patch-wide grid)."""
+    predictor = _predictor("TrainingFreeSegmentor", "shipped")
+    result = predictor.predict(np.full((*shape, 3), 90, np.uint8), ["water", "road"])
+    assert result.probabilities.shape == (2, *shape) and torch.isfinite(result.probabilities).all()
+
+
+MODES["shipped"] = []
+
+
+# ------------------------------------------------------------------ no-data, end to end
+def _geotiff(path: Path, bands: np.ndarray, nodata=None, mask=None) -> str:
+    """(C, H, W) array as a GeoTIFF in UTM 33N, with a declared no-data value or an internal mask band."""
+    import rasterio
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(path, "w", driver="GTiff", height=bands.shape[1], width=bands.shape[2],
+                           count=bands.shape[0], dtype=bands.dtype.name, crs=CRS.from_epsg(32633),
+                           transform=from_origin(500000.0, 5200000.0, 10.0, 10.0), nodata=nodata) as dst:
+            dst.write(bands)
+            if mask is not None:
+                dst.write_mask(mask.astype(np.uint8) * 255)
+    return str(path)
+
+
+def _scene(h: int = 24, w: int = 32) -> np.ndarray:
+    return np.random.default_rng(3).integers(1, 256, (3, h, w)).astype(np.uint8)
+
+
+def _no_data_input(kind: str, folder: Path) -> tuple:
+    """(path, extra demo arguments, valid (H, W)) with no-data in the first 8 columns."""
+    import cv2
+
+    bands = _scene()
+    valid = np.ones(bands.shape[1:], bool)
+    valid[:, :8] = False
+    if kind == "declared value":
+        bands[:, ~valid] = 0
+        return _geotiff(folder / "declared.tif", bands, nodata=0), [], valid
+    if kind == "mask band":
+        return _geotiff(folder / "masked.tif", bands, mask=valid), [], valid
+    if kind == "alpha mask":
+        rgba = np.dstack([bands.transpose(1, 2, 0), valid.astype(np.uint8) * 255])
+        cv2.imwrite(str(folder / "alpha.png"), rgba[:, :, [2, 1, 0, 3]])
+        return str(folder / "alpha.png"), [], valid
+    bands[:, ~valid] = 7  # "config key": a PNG cannot declare one; INPUT.RASTER.NODATA does
+    cv2.imwrite(str(folder / "plain.png"), bands.transpose(1, 2, 0)[:, :, ::-1])
+    return str(folder / "plain.png"), ["INPUT.RASTER.NODATA", "[7]"], valid
+
+
+@pytest.mark.parametrize("kind", ["declared value", "mask band", "alpha mask", "config key"])
+def test_no_data_is_no_data_in_every_demo_output(kind, tmp_path):
+    import json
+    import sys
+
+    import cv2
+    import rasterio
+
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        import demo
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    path, extra, valid = _no_data_input(kind, tmp_path)
+    out = tmp_path / "out"
+    assert demo.main([path, "--config-file", QUICKSTART, "--classes", "water", "road", "--output", str(out),
+                      "--probabilities", "--geojson", "MODEL.DEVICE", "cpu", *extra]) == 0
+    stem = Path(path).stem
+    if path.endswith(".tif"):
+        with rasterio.open(out / f"{stem}_labels.tif") as src:
+            labels, nodata = src.read(1), src.nodata
+    else:
+        labels, nodata = cv2.imread(str(out / f"{stem}_labels.png"), cv2.IMREAD_UNCHANGED), 255
+    assert nodata == 255 and (labels[~valid] == 255).all() and (labels[valid] < 2).all()
+    with rasterio.open(out / f"{stem}_probabilities.tif") as src:
+        probs = src.read()
+    assert np.isnan(probs[:, ~valid]).all() and np.isfinite(probs[:, valid]).all()
+    polygons = json.loads((out / f"{stem}.geojson").read_text())["features"]
+    assert sum(f["properties"]["pixels"] for f in polygons) == valid.sum()
+
+
+def test_no_data_is_ignored_by_the_loss_and_left_out_of_evaluation(tmp_path):
+    """A dataset declaring NODATA: the training mask gets the ignore value there, the test record
+    carries the valid mask and the evaluator scores only valid pixels."""
+    from detectron2.data import DatasetCatalog
+    from PIL import Image
+
+    from ovrsis.data import SemanticSegmentationMapper
+    from ovrsis.engine import setup_cfg
+    from ovrsis.evaluation import OpenVocabSemSegEvaluator
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    image = _scene(16, 16).transpose(1, 2, 0).copy()
+    image[:, :4] = 9
+    Image.fromarray(image).save(tmp_path / "images" / "a.png")
+    Image.fromarray(np.ones((16, 16), np.uint8)).save(tmp_path / "masks" / "a.png")
+    entry = {"IMAGE_ROOT": str(tmp_path / "images"), "MASK_ROOT": str(tmp_path / "masks"),
+             "CLASS_NAMES": ["land", "water"], "NODATA": [9]}
+    cfg = setup_cfg(QUICKSTART, ["DATASETS.REGISTER", str({"nd": entry}), "DATASETS.TRAIN", "('nd',)",
+                                 "DATASETS.TEST", "('nd',)", "INPUT.CROP.ENABLED", "False", "INPUT.MIN_SIZE_TRAIN",
+                                 "(16,)", "INPUT.MIN_SIZE_TEST", "16", "DATASETS.PREFLIGHT.ENABLED", "False"])
+    record = DatasetCatalog.get("nd")[0]
+    train = SemanticSegmentationMapper(cfg, True)(record)["sem_seg"]
+    flipped = bool((train[:, -4:] == 255).all())  # the random horizontal flip
+    assert (train[:, -4:] if flipped else train[:, :4]).eq(255).all()
+    assert (train[:, :12] if flipped else train[:, 4:]).eq(1).all()
+    test = SemanticSegmentationMapper(cfg, False, "nd")(record)
+    assert test["valid"].shape == (16, 16) and not test["valid"][:, :4].any() and test["valid"][:, 4:].all()
+    evaluator = OpenVocabSemSegEvaluator("nd", distributed=False)
+    scores = torch.zeros(2, 16, 16)
+    scores[1, :, 4:] = 1  # right on the valid pixels, wrong (class 0) on the no-data strip
+    evaluator.process([test], [{"sem_seg": scores}])
+    assert evaluator._conf.sum() == 16 * 12 and evaluator._conf[1, 1] == 16 * 12
+
+
+# ------------------------------------------------------------------ one ignore value per dataset
+def _uint16_dataset(root: Path, ignore: int) -> list:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    from PIL import Image
+
+    for i in range(2):
+        Image.fromarray(np.full((32, 32, 3), 60 * i + 30, np.uint8)).save(root / "images" / f"{i}.png")
+        mask = np.zeros((32, 32), np.uint16)
+        mask[:, 16:] = 1
+        mask[:4] = ignore
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    entry = {"IMAGE_ROOT": str(root / "images"), "MASK_ROOT": str(root / "masks"), "CLASS_NAMES": ["a", "b"],
+             "IGNORE_VALUE": ignore}
+    return ["DATASETS.REGISTER", str({"big_ignore": entry}), "DATASETS.TRAIN", "('big_ignore',)",
+            "DATASETS.TEST", "('big_ignore',)"]
+
+
+def test_a_dataset_with_ignore_value_65535_trains(tmp_path):
+    from ovrsis.engine import Trainer, setup_cfg
+
+    opts = _uint16_dataset(tmp_path / "ds", 65535)
+    cfg = setup_cfg(QUICKSTART, [*opts, "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "INPUT.CROP.SIZE",
+                                 "(32, 32)", "INPUT.MIN_SIZE_TRAIN", "(32,)", "DATALOADER.NUM_WORKERS", "0",
+                                 "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", str(tmp_path / "out")])
+    trainer = Trainer(cfg)
+    assert trainer.model.ignore_value == 65535
+    trainer.train()
+    assert trainer.iter == 2 and np.isfinite(trainer.storage.history("total_loss").latest())
+    with pytest.raises(ConfigError, match=r"MODEL.LOSS.IGNORE_VALUE 255 contradicts.*65535.*-1"):
+        Trainer.build_model(setup_cfg(QUICKSTART, [*opts, "MODEL.LOSS.IGNORE_VALUE", "255"]))
+
+
+def test_one_bit_png_masks_are_index_maps(tmp_path):
+    from PIL import Image
+
+    from ovrsis.data import read_mask
+    from ovrsis.data.preflight import scan_records
+
+    bits = np.zeros((8, 8), bool)
+    bits[2:5] = True
+    Image.fromarray(bits).convert("1").save(tmp_path / "m.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "i.png")
+    mask = read_mask(str(tmp_path / "m.png"))
+    assert mask.dtype == np.uint8 and np.array_equal(mask, bits.astype(np.uint8))
+    report = scan_records("bits", [{"file_name": str(tmp_path / "i.png"), "sem_seg_file_name": str(tmp_path / "m.png")}],
+                          ["land", "road"], 255, use_cache=False)
+    assert report.ok, report.describe()
