@@ -364,6 +364,64 @@ def test_protocol_c_resizes_with_opencv_by_default():
         TilingSettings(long_side=448, resize="area")
 
 
+# ------------------------------------------------------------------ method configs vs their records
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "sweeps" not in p.parts)
+_INFERENCE_PREFIXES = ("TEST.INFERENCE_MODE", "TEST.WHOLE.", "TEST.SLIDE.", "TEST.TILED.", "INPUT.MIN_SIZE_TEST",
+                       "INPUT.MAX_SIZE_TEST")
+
+
+def _flat_keys(node: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in node.items():
+        keys += _flat_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+    return keys
+
+
+def _protocol_comment(path: Path) -> str | None:
+    """The config's ``# Protocol ...`` comment (with its ``#   `` continuation lines), from the file
+    or, failing that, the nearest of its ``_BASE_`` files."""
+    import yaml
+
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("# Protocol "):
+            comment = [line[2:]]
+            for following in lines[i + 1:]:
+                if not following.startswith("#   "):
+                    break
+                comment.append(following[4:])
+            return " ".join(comment)
+    base = (yaml.safe_load(path.read_text()) or {}).get("_BASE_")
+    return _protocol_comment(path.parent / base) if base else None
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_config_evaluates_as_its_protocol_record_or_says_so(path):
+    """Every config: evaluated as the records of its test datasets say (datasets.md §1.3), or it
+    states in a ``# Protocol <label>: ...`` comment the protocol it runs (the method's official
+    evaluation) and names the records' protocol; overlays (no ``_BASE_``) set no inference key."""
+    import yaml
+
+    raw = yaml.safe_load(path.read_text()) or {}
+    if "_BASE_" not in raw and path.name != "base.yaml":
+        assert not [k for k in _flat_keys(raw) if k.startswith(_INFERENCE_PREFIXES)], "an overlay changes inference"
+        return
+    cfg = get_cfg()
+    add_ovrsis_config(cfg)
+    cfg.set_new_allowed(True)
+    cfg.merge_from_file(str(path))
+    actual = inference_from_config(cfg)
+    differing = sorted({RECORDS[name].protocol for name in cfg.DATASETS.TEST if name in RECORDS} - {actual.name})
+    comment = _protocol_comment(path)
+    if comment is not None:  # whatever it says must be true
+        label = "custom" if actual.name == "custom" else actual.label
+        assert comment.startswith(f"Protocol {label}:"), f"runs {actual.describe()}, says {comment!r}"
+    if differing:
+        assert comment is not None, (f"runs {actual.describe()}, its test datasets' records say {differing}: set "
+                                     "them or add a '# Protocol ...' comment")
+        assert all(name in comment for name in differing), comment
+
+
 # ------------------------------------------------------------------ tables and the runner
 
 
