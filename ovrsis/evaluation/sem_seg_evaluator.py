@@ -101,6 +101,10 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
                     f"prediction shape {pred.shape} != ground-truth shape {gt.shape} "
                     f"for {path}; predictions must be at the original mask resolution"
                 )
+            valid = inp.get("valid")  # the image's no-data pixels (test mapper) are left out
+            if valid is not None:
+                keep = valid.cpu().numpy().astype(bool) if hasattr(valid, "cpu") else np.asarray(valid, bool)
+                pred, gt = pred[keep], gt[keep]
             try:
                 self._conf += confusion_matrix(pred, gt, self.num_classes, self._ignore_label)
             except ValueError as e:
@@ -115,10 +119,6 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
                 return None
             conf = np.sum(gathered, axis=0)
         if not conf.any():
-            valid = inp.get("valid")  # the image's no-data pixels (test mapper) are left out
-            if valid is not None:
-                keep = valid.cpu().numpy().astype(bool) if hasattr(valid, "cpu") else np.asarray(valid, bool)
-                pred, gt = pred[keep], gt[keep]
             logger.warning("%s: no evaluated pixels; all metrics are NaN", self.dataset_name)
 
         res = segmentation_metrics(
