@@ -26,7 +26,8 @@ from ovrsis.config import add_ovrsis_config
 from ovrsis.data.benchmarks.classes import AEROSEG_ISAID_UNSEEN
 from ovrsis.engine import Trainer, setup_cfg
 from ovrsis.modeling.cost.volume import cosine_cost
-from ovrsis.modeling.encoders.sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD, SAMEncoder, resize_abs_pos
+from ovrsis.modeling.encoders.sam import (SAM2_OTHER_PARTS, SAM_OTHER_PARTS, SAM_PIXEL_MEAN, SAM_PIXEL_STD, SAMEncoder,
+                                         read_sam_checkpoint, resize_abs_pos)
 from ovrsis.modeling.encoders.specialist import ResampledTaps, resample_to_grid
 from ovrsis.modeling.meta_arch import vocabulary_of
 from test_modeling import TINY, image, tiny_model
@@ -148,6 +149,20 @@ def test_sam_checkpoint_loads_strictly_with_key_report(tmp_path, caplog):
                    weights=str(tmp_path / "sam_tiny.pth"))
     with pytest.raises(ValueError, match="MODEL.SAM.WEIGHTS"):  # ovrsis.errors.ConfigError
         SAMEncoder(**TINY_SAM_ARCH, out_indices=(1, 2), weights=str(tmp_path / "nope.pth"))
+
+
+@pytest.mark.parametrize("parts", [SAM_OTHER_PARTS, SAM2_OTHER_PARTS], ids=["sam", "sam2"])
+def test_sam_checkpoint_reports_unknown_top_level_keys(parts, tmp_path, caplog):
+    """Other parts of the family's full model are dropped and counted; tensors under any other
+    top-level name are reported as unknown, never counted as prompt-encoder/decoder tensors."""
+    full = {"image_encoder.patch_embed.proj.weight": torch.ones(2), f"{parts[0]}.a.weight": torch.zeros(1),
+            f"{parts[-1]}": torch.zeros(1), "optimizer_state.step": torch.zeros(1), "ema.weight": torch.zeros(1)}
+    torch.save({"model": full}, tmp_path / "full.pth")
+    with caplog.at_level("WARNING"):
+        state, dropped = read_sam_checkpoint(str(tmp_path / "full.pth"), parts)
+    assert list(state) == ["patch_embed.proj.weight"] and dropped == 2
+    assert "2 tensors under unknown top-level names not loaded" in caplog.text
+    assert "optimizer_state.step, ema.weight" in caplog.text
 
 
 def test_sam_configuration_errors_name_the_key():

@@ -38,7 +38,12 @@ SAM_ARCHS: Dict[str, Tuple[int, int, int, Tuple[int, ...]]] = {
 }
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # segment_anything Sam.pixel_mean (0-255 RGB)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
-_DROPPED_PREFIXES = ("prompt_encoder.", "mask_decoder.")
+# Top-level parts of the released full-model checkpoints besides ``image_encoder``: dropped and
+# counted. segment_anything ``Sam``; sam2 ``SAM2Base`` (SAM 2 / 2.1).
+SAM_OTHER_PARTS = ("prompt_encoder", "mask_decoder")
+SAM2_OTHER_PARTS = ("sam_prompt_encoder", "sam_mask_decoder", "memory_attention", "memory_encoder", "mask_downsample",
+                    "obj_ptr_proj", "obj_ptr_tpos_proj", "maskmem_tpos_enc", "no_mem_embed", "no_mem_pos_enc",
+                    "no_obj_ptr", "no_obj_embed_spatial")
 
 
 def resize_abs_pos(pos: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
@@ -51,35 +56,41 @@ def resize_abs_pos(pos: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
     return resized.permute(0, 2, 3, 1)
 
 
-def read_sam_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], int]:
+def read_sam_checkpoint(path: str, other_parts: Sequence[str] = SAM_OTHER_PARTS) -> Tuple[Dict[str, torch.Tensor], int]:
     """Image-encoder state dict (names without ``image_encoder.``) from a SAM checkpoint.
 
-    Accepts the released full-model files (``image_encoder.*``, ``prompt_encoder.*``,
-    ``mask_decoder.*``; the latter two are dropped and counted), a bare image-encoder state dict,
-    or either wrapped in ``model``/``state_dict`` with ``module.`` prefixes. Loaded with
-    ``weights_only=True``. Returns (state dict, number of dropped tensors).
+    Accepts the released full-model files (``image_encoder.*`` plus the ``other_parts``: prompt
+    encoder and mask decoder for SAM, :data:`SAM2_OTHER_PARTS` for SAM 2; those are dropped and
+    counted), a bare image-encoder state dict (the other parts' tensors dropped likewise; anything
+    else is left for the strict loader to report as unexpected), or either wrapped in
+    ``model``/``state_dict`` with ``module.`` prefixes. Loaded with ``weights_only=True``.
+    Tensors of a full-model file under any other top-level name are not loaded and are reported
+    as unknown in a warning naming them. Returns (state dict, number of dropped tensors).
     """
     path = check_path(path, "MODEL.SAM.WEIGHTS", "file", "a segment_anything SAM checkpoint")
     loaded = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(loaded, Mapping):
         raise ValueError(f"{path}: not a SAM checkpoint (expected a dict, got {type(loaded).__name__})")
-    for key in ("model", "state_dict"):
-        if key in loaded and isinstance(loaded[key], Mapping):
-            loaded = loaded[key]
+    for wrapper in ("model", "state_dict"):
+        if wrapper in loaded and isinstance(loaded[wrapper], Mapping):
+            loaded = loaded[wrapper]
             break
     names = {k[len("module."):] if k.startswith("module.") else k: v for k, v in loaded.items() if torch.is_tensor(v)}
     full_model = any(k.startswith("image_encoder.") for k in names)
-    state, dropped = {}, 0
+    state, dropped, unknown = {}, 0, []
     for name, value in names.items():
-        if full_model:
-            if not name.startswith("image_encoder."):
-                dropped += 1
-                continue
-            name = name[len("image_encoder."):]
-        elif name.startswith(_DROPPED_PREFIXES):
+        if name.split(".")[0] in other_parts:
             dropped += 1
-            continue
-        state[name] = value
+        elif not full_model:
+            state[name] = value
+        elif name.startswith("image_encoder."):
+            state[name[len("image_encoder."):]] = value
+        else:
+            unknown.append(name)
+    if unknown:
+        logger.warning("%s: %d tensors under unknown top-level names not loaded (%s): %s%s", path, len(unknown),
+                       f"known: image_encoder, {', '.join(other_parts)}", ", ".join(unknown[:8]),
+                       " ..." if len(unknown) > 8 else "")
     return state, dropped
 
 

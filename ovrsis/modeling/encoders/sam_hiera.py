@@ -24,7 +24,8 @@ from torch import nn
 
 from ...errors import check_path
 from .frozen import load_and_freeze, load_state_strictly
-from .sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD, read_sam_checkpoint, register_renormalisation, to_encoder_input
+from .sam import (SAM2_OTHER_PARTS, SAM_PIXEL_MEAN, SAM_PIXEL_STD, read_sam_checkpoint, register_renormalisation,
+                  to_encoder_input)
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +110,11 @@ class SAMHieraEncoder(nn.Module):
     def load_checkpoint(self, path: str) -> None:
         """Load the ``image_encoder.*`` tensors of a SAM 2 / 2.1 checkpoint (``{"model": ...}``) strictly."""
         check_path(path, "MODEL.SAM.WEIGHTS", "file", "a SAM 2 checkpoint")
-        state, dropped = read_sam_checkpoint(path)
+        state, dropped = read_sam_checkpoint(path, SAM2_OTHER_PARTS)
         load_state_strictly(self.image_encoder, state, f"{path}: SAM 2 checkpoint does not match the configured image "
                             f"encoder (MODEL.SAM.ARCH {self.arch!r})")
-        logger.info("Loaded SAM 2 %s image encoder from %s: all %d tensors matched, %d other tensors dropped",
-                    self.arch, path, len(state), dropped)
+        logger.info("Loaded SAM 2 %s image encoder from %s: all %d tensors matched, %d memory/prompt/decoder tensors "
+                    "dropped", self.arch, path, len(state), dropped)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """Model-normalised images (B, 3, H, W) → SAM 2-normalised (B, 3, input_size, input_size), bilinear."""
