@@ -396,3 +396,18 @@ def test_root_inside_raw_and_macos_resource_forks_are_not_the_download(tmp_path,
         run("prepare_loveda", "--raw", str(raw), "--root", str(root))
     assert "converted 0 raw images, 1 already prepared" in capsys.readouterr().out
     assert sorted(masks(root, "v2_loveda_all")) == ["3514"]
+
+
+def test_dry_run_reads_split_lists_inside_an_unopened_archive(tmp_path, capsys):
+    tree, root = tmp_path / "tree", tmp_path / "root"
+    oem_release(tree)
+    download = tmp_path / "download"
+    download.mkdir()
+    with zipfile.ZipFile(download / "OpenEarthMap.zip", "w") as zf:
+        for path in sorted(tree.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(tree))
+    run("prepare_openearthmap", "--raw", str(download / "OpenEarthMap.zip"), "--root", str(root), "--dry-run")
+    out = capsys.readouterr().out
+    assert "would read 2 image/label pairs" in out and "(train: 1, val: 1)" in out and "would unpack" in out
+    assert "xbd_files.csv): 1 file(s) left out" in out and not root.exists()

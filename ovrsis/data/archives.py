@@ -79,9 +79,10 @@ def find_archives(raw: Path) -> list[Archive]:
     Split-zip parts ``X.z01, X.z02, …`` are grouped with ``X.zip`` (the last disk). A part
     without its ``.zip`` is an error naming the parts found.
     """
-    files = [raw] if raw.is_file() else sorted(p for p in raw.rglob("*") if is_archive(p))
-    if raw.is_file() and _SPLIT_PART.search(raw.name):  # the user named a part: take the whole set
-        files = sorted(p for p in raw.parent.iterdir() if p.is_file() and p.stem == raw.stem and is_archive(p))
+    if raw.is_file():  # one archive named: with its split parts beside it, whichever part was named
+        files = sorted(p for p in raw.parent.iterdir() if p.stem == raw.stem and is_archive(p))
+    else:
+        files = sorted(p for p in raw.rglob("*") if is_archive(p) and not p.name.startswith("."))
     parts: dict[Path, list[tuple[int, Path]]] = {}
     archives = []
     for path in files:
