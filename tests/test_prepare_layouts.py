@@ -411,3 +411,22 @@ def test_dry_run_reads_split_lists_inside_an_unopened_archive(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "would read 2 image/label pairs" in out and "(train: 1, val: 1)" in out and "would unpack" in out
     assert "xbd_files.csv): 1 file(s) left out" in out and not root.exists()
+
+
+def test_isaid_release_zips_nested_by_split(tmp_path, capsys):
+    """mmsegmentation's iSAID layout: train/ and val/ each hold images/part1.zip and
+    Semantic_masks/images.zip (same archive names in both splits)."""
+    raw, root, tree = tmp_path / "raw", tmp_path / "root", tmp_path / "tree"
+    label = np.zeros((256, 256, 3), np.uint8)
+    label[:, :128] = C.ISAID_COLOURS[0]
+    label[:, 128:] = C.ISAID_COLOURS[13]
+    for split, stem in (("train", "P0001"), ("val", "P0002")):
+        image = save(tree / split / "images" / f"{stem}.png", rgb(256, 256))
+        mask = save(tree / split / "masks" / f"{stem}_instance_color_RGB.png", label)
+        for archive, member in ((raw / split / "images" / "part1.zip", image),
+                                (raw / split / "Semantic_masks" / "images.zip", mask)):
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            with zipfile.ZipFile(archive, "w") as zf:
+                zf.write(member, f"images/{member.name}")
+    run("prepare_isaid", "--raw", str(raw), "--root", str(root))
+    assert list(masks(root, "v1_isaid_train")) == ["P0001_0_0"] and list(masks(root, "v1_isaid_val")) == ["P0002_0_0"]

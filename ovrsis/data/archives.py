@@ -119,8 +119,7 @@ def unpack(archive: Archive, dest: Path) -> bool:
     Returns whether it extracted. Members are written under ``dest`` only (absolute names and
     ``..`` are refused); an interrupted extraction leaves no marker and is redone.
     """
-    marker = dest / _MARKER
-    if marker.is_file() and marker.read_text() == archive.fingerprint():
+    if is_unpacked(archive, dest):
         return False
     if dest.exists():
         shutil.rmtree(dest)
@@ -139,8 +138,14 @@ def unpack(archive: Archive, dest: Path) -> bool:
                 zf.extractall(dest)
             except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as err:
                 raise DatasetError(f"cannot extract {archive.describe()}: {err}{_joined_hint(archive)}") from err
-    marker.write_text(archive.fingerprint())
+    (dest / _MARKER).write_text(archive.fingerprint())
     return True
+
+
+def is_unpacked(archive: Archive, dest: Path) -> bool:
+    """Whether ``dest`` holds a finished extraction of exactly this download of ``archive``."""
+    marker = dest / _MARKER
+    return marker.is_file() and marker.read_text() == archive.fingerprint()
 
 
 def open_zip(archive: Archive) -> zipfile.ZipFile:

@@ -41,7 +41,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..modeling.tiling import tile_starts
-from .archives import Archive, find_archives, members, open_zip, unpack
+from .archives import Archive, find_archives, is_unpacked, members, open_zip, unpack
 from .benchmarks.catalog import RECORDS
 from .benchmarks.records import DatasetRecord
 from .folder_dataset import DatasetError, _image_size, dataset_root, load_folder_dataset, read_mask
@@ -91,10 +91,11 @@ class RawDownload:
         base = self.raw if self.raw.is_dir() else self.raw.parent
         for archive in find_archives(self.raw):
             dest = Path(root, STATE_DIR, "unpacked", archive.path.parent.relative_to(base), archive.name)
-            if dry_run and not _unpacked(archive, dest):
+            if dry_run and not is_unpacked(archive, dest):
                 self.pending.append((archive, dest))
                 for name in members(archive):
-                    self._virtual[dest / name] = (archive, name)
+                    if not any(_foreign(part) for part in Path(name).parts):
+                        self._virtual[dest / name] = (archive, name)
                 continue
             unpack(archive, dest)
             self.folders.append(dest)
@@ -130,9 +131,6 @@ class RawDownload:
             with open_zip(archive) as zf:
                 return zf.read(name).decode()
         return path.read_text()
-
-    def exists(self, path: Path) -> bool:
-        return path.is_file() or path in self._virtual
 
     def skip(self, quirk: str, paths: Iterable[Path]) -> None:
         """Leave ``paths`` out under the named release quirk (counted in the log)."""
@@ -179,11 +177,6 @@ def _walk(folder: Path, skip: Path) -> Iterable[Path]:
     for parent, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not _foreign(d) and Path(parent, d).resolve() != skip)
         yield from (Path(parent, n) for n in names if not _foreign(n))
-
-
-def _unpacked(archive: Archive, dest: Path) -> bool:
-    marker = dest / ".ovrsis-unpacked"
-    return marker.is_file() and marker.read_text() == archive.fingerprint()
 
 
 def _shown(path: Path, raw: Path) -> Path:
