@@ -248,3 +248,78 @@ def test_one_bit_png_masks_are_index_maps(tmp_path):
     report = scan_records("bits", [{"file_name": str(tmp_path / "i.png"), "sem_seg_file_name": str(tmp_path / "m.png")}],
                           ["land", "road"], 255, use_cache=False)
     assert report.ok, report.describe()
+
+
+# ------------------------------------------------------------------ honest resume
+def _train_opts(out: Path, max_iter: int, **extra) -> list:
+    opts = {"OUTPUT_DIR": str(out), "SOLVER.MAX_ITER": max_iter, "SOLVER.IMS_PER_BATCH": 2,
+            "SOLVER.CHECKPOINT_PERIOD": 3, "TEST.EVAL_PERIOD": 0, "DATALOADER.NUM_WORKERS": 0,
+            "DATASETS.SYNTHETIC.NUM_TRAIN": 4, "DATASETS.SYNTHETIC.NUM_VAL": 2, "INPUT.CROP.SIZE": (64, 64),
+            "INPUT.MIN_SIZE_TRAIN": (64,), "SOLVER.WARMUP_ITERS": 2, "SOLVER.WARMUP_FACTOR": 0.1,
+            "DATASETS.PREFLIGHT.ENABLED": False, **extra}
+    return [str(x) for kv in opts.items() for x in kv]
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory, one_thread) -> Path:
+    """A run of MAX_ITER 8 stopped after 3 iterations (checkpoint model_0000002.pth)."""
+    from ovrsis.engine import Trainer, setup_cfg
+
+    out = tmp_path_factory.mktemp("interrupted")
+    trainer = Trainer(setup_cfg(QUICKSTART, _train_opts(out, 8)))
+    trainer.resume_or_load(resume=False)
+    trainer.max_iter = 3
+    trainer.train()
+    return out
+
+
+@pytest.mark.parametrize("case", ["solver keys changed", "optimizer changed", "nothing to resume",
+                                  "output dir missing", "no readable checkpoint"])
+def test_resume_applies_changed_solver_keys_or_refuses_or_says_nothing_was_resumed(case, interrupted_run, tmp_path,
+                                                                                   caplog):
+    import logging
+    import shutil
+
+    from detectron2.solver import build_lr_scheduler
+
+    from ovrsis.engine import Trainer, setup_cfg
+    from ovrsis.engine.trainer import build_param_groups
+    from ovrsis.errors import CheckpointError
+
+    out = tmp_path / "run"
+    extra = {}
+    if case in ("solver keys changed", "optimizer changed", "no readable checkpoint"):
+        shutil.copytree(interrupted_run, out)
+    if case == "solver keys changed":
+        extra = {"SOLVER.BASE_LR": 0.0003, "SOLVER.MAX_ITER": 20, "SOLVER.WEIGHT_DECAY": 0.01}
+    elif case == "optimizer changed":
+        extra = {"SOLVER.OPTIMIZER": "SGD"}
+    elif case == "nothing to resume":
+        out.mkdir()
+    elif case == "no readable checkpoint":
+        for path in out.glob("*.pth"):
+            path.write_bytes(b"truncated")
+    cfg = setup_cfg(QUICKSTART, _train_opts(out, 8, **extra))  # "output dir missing": never created
+    trainer = Trainer(cfg)
+    if case == "optimizer changed":
+        with pytest.raises(CheckpointError, match=r"SOLVER.OPTIMIZER changed.*'ADAMW' -> 'SGD'"):
+            trainer.resume_or_load(resume=True)
+        return
+    with caplog.at_level(logging.INFO, logger="ovrsis"):
+        trainer.resume_or_load(resume=True)
+    if case != "solver keys changed":
+        assert trainer.start_iter == 0 and trainer.iter == 0
+        assert "nothing" in caplog.text and "iteration 0" in caplog.text
+        return
+    assert trainer.start_iter == 3
+    assert "SOLVER.BASE_LR 0.001 -> 0.0003" in caplog.text and "SOLVER.MAX_ITER 8 -> 20" in caplog.text
+    # the learning rates are those of a run configured like this one, at iteration 3
+    reference = torch.optim.AdamW(build_param_groups(cfg, trainer.model), lr=cfg.SOLVER.BASE_LR)
+    schedule = build_lr_scheduler(cfg, reference)
+    schedule.last_epoch = 3
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx(schedule.get_lr())
+    assert all(g["weight_decay"] in (0.01, 0.0) for g in trainer.optimizer.param_groups)
+    assert trainer.scheduler._max_iter == 20
+    trainer.max_iter = 4
+    trainer.train()
+    assert trainer.iter == 4

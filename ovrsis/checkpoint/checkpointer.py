@@ -11,7 +11,8 @@
   mid-save leaves the previous files intact.
 * **Unreadable files** (empty, truncated, not a checkpoint) are errors naming the file and
   its size; ``--resume`` skips an unreadable last checkpoint with a warning and resumes from
-  the newest readable one.
+  the newest readable one; when nothing can be resumed it says so and the run starts at
+  iteration 0 (:attr:`OVRSISCheckpointer.resumed_from` is None).
 
 Checkpoint files are unpickled with ``weights_only=False`` (torch ≥ 2.6 refuses numpy objects
 otherwise): only load files you trust, as with any pickle.
@@ -138,6 +139,7 @@ class OVRSISCheckpointer(DetectionCheckpointer):
                  **checkpointables: Any) -> None:
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.strict = strict
+        self.resumed_from: Optional[str] = None
 
     @classmethod
     def from_config(cls, cfg, model: nn.Module, save_dir: Optional[str] = None, **checkpointables: Any
@@ -166,7 +168,10 @@ class OVRSISCheckpointer(DetectionCheckpointer):
     # ------------------------------------------------------------------ resuming
     def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
         """As detectron2's, but an unreadable last checkpoint is skipped (warning) for the
-        newest readable ``model_*.pth`` in ``save_dir``."""
+        newest readable ``model_*.pth`` in ``save_dir``, and :attr:`resumed_from` says which file
+        was resumed (None: nothing was, the run starts at iteration 0 from ``path``, with a
+        warning naming why when ``resume`` was asked for)."""
+        self.resumed_from: Optional[str] = None
         if resume and self.has_checkpoint():
             for candidate in self._resume_candidates():
                 try:
@@ -174,8 +179,15 @@ class OVRSISCheckpointer(DetectionCheckpointer):
                 except CheckpointError as err:
                     logger.warning("--resume: skipping %s", err)
                     continue
+                self.resumed_from = candidate
                 return self._load_checkpoint(candidate, checkpoint, None)
-            logger.warning("--resume: no readable checkpoint in %s; starting from MODEL.WEIGHTS", self.save_dir)
+            logger.warning("--resume: no readable checkpoint in %s: nothing was resumed; training starts at "
+                           "iteration 0 from MODEL.WEIGHTS (%s)", self.save_dir, path or "none")
+        elif resume:
+            where = (f"{self.save_dir} does not exist" if not os.path.isdir(self.save_dir or ".")
+                     else f"{self.save_dir} holds no checkpoint (no last_checkpoint file)")
+            logger.warning("--resume: nothing to resume: %s (OUTPUT_DIR); training starts at iteration 0 from "
+                           "MODEL.WEIGHTS (%s)", where, path or "none")
         return self.load(path, checkpointables=[])
 
     def _resume_candidates(self) -> List[str]:

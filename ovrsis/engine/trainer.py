@@ -1,7 +1,12 @@
 """Training and evaluation loop on detectron2's DefaultTrainer, with the fixes ovrsis needs.
 
 * ``--resume`` restores the optimizer state and the learning rate exactly (detectron2 0.6
-  saves neither: its DefaultTrainer.state_dict omits the inner trainer's optimizer).
+  saves neither: its DefaultTrainer.state_dict omits the inner trainer's optimizer). The
+  resolved config is saved in every checkpoint and compared on resume: solver keys changed
+  since are listed and *applied* — the learning-rate schedule and each parameter group's lr and
+  weight decay are rebuilt from the new values at the resumed iteration (:func:`config_changes`)
+  — except ``SOLVER.OPTIMIZER`` and changes that regroup the parameters, which are refused.
+  Nothing resumable: a warning, and training starts at iteration 0.
 * DDP works for CPU models (no ``device_ids``) and can find unused parameters.
 * ``MODEL.PRECISION`` on CUDA and CPU: the model autocasts itself (bf16 / fp16); fp16 steps add
   ``torch.amp.GradScaler`` and clip the *unscaled* gradients (:class:`PrecisionTrainer`);
@@ -31,7 +36,7 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import OVRSISCheckpointer
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..data import SemanticSegmentationMapper
 from ..data.benchmarks import inference_from_config
 from ..evaluation import OpenVocabSemSegEvaluator
@@ -143,6 +148,29 @@ class PrecisionTrainer(SimpleTrainer):
             self.grad_scaler.load_state_dict(state["grad_scaler"])
 
 
+RESUME_REFUSED_KEYS = ("SOLVER.OPTIMIZER",)  # the restored optimizer state would belong to another optimizer
+
+
+def _flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_changes(saved: str, cfg: CfgNode) -> Dict[str, tuple]:
+    """``{key: (value in the checkpoint's config, value now)}`` for every key that differs between
+    ``saved`` (a checkpoint's ``config``, YAML) and ``cfg``; keys only one side has are included."""
+    import yaml
+
+    old = _flatten(yaml.safe_load(saved) or {})
+    new = _flatten(yaml.safe_load(cfg.dump()) or {})
+    return {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
+
+
 class Trainer(DefaultTrainer):
     """DefaultTrainer with ovrsis' model, data, optimizer, evaluator and checkpoint fixes."""
 
@@ -168,23 +196,67 @@ class Trainer(DefaultTrainer):
     def state_dict(self) -> Dict[str, Any]:
         state = super().state_dict()
         state.update(self._trainer.state_dict())  # optimizer
+        state["config"] = self.cfg.dump()  # compared on --resume
         return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore iteration, hooks and optimizer; first compare the checkpoint's config with this
+        run's: refused solver changes raise, the others are listed (and applied by
+        :meth:`resume_or_load`)."""
+        changes = config_changes(state["config"], self.cfg) if "config" in state else None
+        solver = {k: v for k, v in (changes or {}).items() if k.startswith("SOLVER.")}
+        described = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in solver.items())
+        refused = [k for k in solver if k in RESUME_REFUSED_KEYS]
+        if refused:
+            raise CheckpointError(
+                f"--resume: {', '.join(refused)} changed since the checkpoint ({described}); the saved optimizer "
+                "state cannot continue under another optimizer. Resume with the saved value, or start a new run "
+                "(another OUTPUT_DIR, MODEL.WEIGHTS = the checkpoint)")
         super().load_state_dict(state)
         if "optimizer" in state:
-            self._trainer.load_state_dict(state)  # optimizer (and the fp16 gradient scaler)
+            try:
+                self._trainer.load_state_dict(state)  # optimizer (and the fp16 gradient scaler)
+            except ValueError as err:  # torch: parameter groups that do not match
+                raise CheckpointError(
+                    f"--resume: the checkpoint's optimizer state does not fit this run's parameter groups ({err}); "
+                    f"solver keys changed since the checkpoint: {described or 'none'}. A change that regroups the "
+                    "parameters (SOLVER.*_MULTIPLIER, WEIGHT_DECAY_*, MODEL.CLIP.FINETUNE) cannot be resumed: "
+                    "resume with the saved values, or start a new run from the checkpoint's weights") from err
         else:
             logger.warning("Checkpoint has no optimizer state: the optimizer restarts from scratch")
+        if changes is None:
+            logger.warning("--resume: the checkpoint holds no config to compare with (saved by an older version); "
+                           "the solver keys of this run apply")
+        elif solver:
+            logger.warning("--resume: solver keys changed since the checkpoint: %s. Applied from the resumed "
+                           "iteration: the learning-rate schedule and every parameter group's lr and weight decay "
+                           "are rebuilt from the new values", described)
+        if changes and len(changes) > len(solver):
+            others = [k for k in changes if not k.startswith("SOLVER.")]
+            logger.info("--resume: other config keys changed since the checkpoint: %s", ", ".join(others))
 
     def resume_or_load(self, resume: bool = True) -> None:
-        super().resume_or_load(resume=resume)
-        if resume and self.checkpointer.has_checkpoint():
-            # The restored optimizer carries the lrs of the save; recompute them from the restored
-            # scheduler anyway (detectron2 0.6 does not save its _last_lr), so an optimizer-less
-            # checkpoint also resumes at the scheduled lr rather than the warm-up/base value.
-            for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_lr()):
-                group["lr"] = lr
+        """Resume from ``OUTPUT_DIR`` (``resume``) or load ``MODEL.WEIGHTS``. After a resume the
+        schedule is rebuilt from this run's solver keys at the resumed iteration (so a changed
+        BASE_LR, MAX_ITER, schedule or weight decay all apply, consistently); when nothing was
+        resumed, training starts at iteration 0."""
+        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if not (resume and self.checkpointer.resumed_from):
+            self.iter = self.start_iter = 0
+            return
+        self.start_iter = self.iter + 1  # the checkpoint holds the iteration that had finished
+        groups = build_param_groups(self.cfg, unwrap(self.model))
+        if len(groups) != len(self.optimizer.param_groups):
+            raise CheckpointError(f"--resume: this run has {len(groups)} parameter groups, the checkpoint's optimizer "
+                                  f"{len(self.optimizer.param_groups)}: a change regrouped the parameters "
+                                  "(SOLVER.*_MULTIPLIER, WEIGHT_DECAY_*); resume with the saved values")
+        for group, new in zip(self.optimizer.param_groups, groups):
+            group["initial_lr"], group["weight_decay"] = new["lr"], new["weight_decay"]
+        self.scheduler = self.build_lr_scheduler(self.cfg, self.optimizer)  # base lrs: the new initial_lr
+        self.scheduler.last_epoch = self.start_iter
+        # the lr of the resumed iteration (also for an optimizer-less checkpoint)
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_lr()):
+            group["lr"] = lr
 
     def build_hooks(self) -> List[Any]:
         """detectron2's hooks, plus the perturbation diagnostics when
