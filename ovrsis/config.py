@@ -18,17 +18,16 @@ _EXTENSIONS: list = []
 
 
 def register_config(add_config: Callable[[CN], None]) -> Callable[[CN], None]:
-    """Decorator for a project's ``add_*_config(cfg)``: :func:`add_ovrsis_config` calls it on every
-    config made after the project's module was imported (``IMPORTS``; ``docs/extending.md``), so
-    its keys exist before a config file setting them is merged. Returns ``add_config`` unchanged."""
+    """Decorator for a project's ``add_*_config(cfg)``: every config whose ``IMPORTS`` names the
+    project's module gets its keys before the config file is merged
+    (:func:`ovrsis.imports.add_imported_config`; ``docs/extending.md``). Returns ``add_config`` unchanged."""
     if add_config not in _EXTENSIONS:
         _EXTENSIONS.append(add_config)
     return add_config
 
 
 def add_ovrsis_config(cfg: CN) -> None:
-    """Add ovrsis keys to a detectron2 default config (in place), then the keys of every imported
-    project (:func:`register_config`)."""
+    """Add ovrsis keys to a detectron2 default config (in place)."""
     cfg.SEED = 42  # detectron2 already has SEED (-1 = random); we default to reproducible
     cfg.MODEL.META_ARCHITECTURE = "CostAggregationSegmentor"
     cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # override on the command line
@@ -256,8 +255,6 @@ def add_ovrsis_config(cfg: CN) -> None:
 
     # --- your own method ----------------------------------------------------------------------
     cfg.IMPORTS = []  # .py files, package folders or dotted modules imported before the config is merged (ovrsis/imports.py); saved as absolute paths
-    for add_config in _EXTENSIONS:
-        add_config(cfg)
 
     # --- keys that moved: naming one is an error that names its replacement -----------------
     cfg.register_renamed_key("MODEL.TRAINING_FREE.PRECISION", "MODEL.PRECISION",

@@ -11,8 +11,10 @@ relative paths are read from the current directory, like every path key, and dot
 searched on ``sys.path`` and then the current directory. Every process that builds a model gets
 its config through :func:`ovrsis.engine.setup.setup_cfg` (training ranks, sweep workers, Slurm
 jobs, Predictor, tools), which calls :func:`config_imports` on the YAML file and the command
-line *before* it merges them — an imported module may add config keys
-(:func:`ovrsis.config.register_config`) that the file sets. The saved ``config.yaml`` holds every
+line *before* it merges them: an imported module may add config keys
+(:func:`ovrsis.config.register_config`) that the file sets. A config gets the keys of the modules
+its own ``IMPORTS`` names (:func:`add_imported_config`), not those of every module imported in the
+process, so its dump loads anywhere. The saved ``config.yaml`` holds every
 entry as an absolute path (:func:`import_modules`' return value), so a run folder rebuilds its
 model from any directory.
 
@@ -30,7 +32,7 @@ import pkgutil
 import sys
 import traceback
 from types import ModuleType
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -78,6 +80,10 @@ def _check_entries(entries: Any, source: str) -> List[str]:
     return [e.strip() for e in entries]
 
 
+# resolved entry -> (module name, the add_*_config functions registered while it was imported)
+_IMPORTED: Dict[str, Tuple[str, List[Callable]]] = {}
+
+
 def import_modules(entries: Sequence[str], key: str = KEY) -> List[str]:
     """Import every entry (in order); returns them resolved to absolute paths (a ``.py`` file, or a
     package folder) — the form saved into ``config.yaml``.
@@ -87,7 +93,32 @@ def import_modules(entries: Sequence[str], key: str = KEY) -> List[str]:
         that cannot be found (close names suggested), or the exception the module raised while
         importing (with the file and line where it was raised).
     """
-    return [_import_one(str(entry), key)[1] for entry in _check_entries(list(entries), key)]
+    from . import config
+
+    resolved = []
+    for entry in _check_entries(list(entries), key):
+        before = len(config._EXTENSIONS)
+        module, path = _import_one(entry, key)
+        name, owned = _IMPORTED.setdefault(path, (module.__name__, []))
+        owned += [f for f in config._EXTENSIONS[before:] if f not in owned]
+        resolved.append(path)
+    return resolved
+
+
+def add_imported_config(cfg: Any, resolved: Sequence[str]) -> None:
+    """Add the config keys of the modules ``resolved`` (from :func:`import_modules`) names: the
+    :func:`ovrsis.config.register_config` functions registered while each was imported, or defined in
+    it or its package. Keys of other modules imported in the same process stay out of the config."""
+    from . import config
+
+    added: List[Callable] = []
+    for path in resolved:
+        name, owned = _IMPORTED[path]
+        inside = [f for f in config._EXTENSIONS if f.__module__ == name or f.__module__.startswith(name + ".")]
+        for add_config in owned + inside:
+            if add_config not in added:
+                add_config(cfg)
+                added.append(add_config)
 
 
 def _import_one(entry: str, key: str) -> tuple:

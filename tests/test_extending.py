@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-import ovrsis  # noqa: F401
+import ovrsis
 import ovrsis.modeling  # noqa: F401
 from ovrsis.engine import setup_cfg
 from ovrsis.errors import ConfigError
@@ -43,6 +43,7 @@ def user_module(folder: Path, tag: str) -> Path:
     path.write_text(textwrap.dedent(f"""
         import os
         from detectron2.config import CfgNode as CN
+        from detectron2.utils import comm
         from ovrsis.config import register_config
         from ovrsis.modeling.cost.fusion import ConvCostEmbedding
         from ovrsis.modeling.registry import COST_FUSION_REGISTRY
@@ -58,7 +59,7 @@ def user_module(folder: Path, tag: str) -> Path:
             def from_config(cls, cfg, *, cost_channels, hidden_dim):
                 marker = os.environ.get("OVRSIS_TEST_MARKER")
                 if marker:
-                    with open(os.path.join(marker, f"built-{{os.getpid()}}-{{os.environ.get('RANK', 'x')}}"), "w") as f:
+                    with open(os.path.join(marker, f"built-{{os.getpid()}}-rank{{comm.get_rank()}}"), "w") as f:
                         f.write(str(cfg.MODEL.{tag.upper()}.SCALE))
                 return cls(cost_channels, hidden_dim)
         """))
@@ -68,7 +69,7 @@ def user_module(folder: Path, tag: str) -> Path:
 def user_config(folder: Path, module: Path, tag: str, scale: float = 2.5) -> Path:
     path = folder / "config.yaml"
     path.write_text(f'_BASE_: "{QUICKSTART}"\nIMPORTS: ["{module}"]\n'
-                    f"MODEL:\n  COST:\n    FUSION: {tag}\n  {tag.upper()}:\n    SCALE: {scale}\n")
+                    f"MODEL:\n  DEVICE: cpu\n  COST:\n    FUSION: {tag}\n  {tag.upper()}:\n    SCALE: {scale}\n")
     return path
 
 
@@ -125,3 +126,51 @@ def test_misspelt_module_stops_train_net_with_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == (
         "ovrsis: error: IMPORTS: 'projects/cost_gate/cost_gaet' does not exist (relative paths are read from the "
         f"current directory, {os.getcwd()}); expected a .py file, a package folder or a dotted module name\n")
+
+
+# ---------------------------------------------------------------------------- every process
+@pytest.mark.parametrize("as_node", [False, True])
+def test_predictor_builds_the_imported_part(tmp_path, monkeypatch, as_node):
+    import numpy as np
+
+    marker = tmp_path / "markers"
+    marker.mkdir()
+    monkeypatch.setenv("OVRSIS_TEST_MARKER", str(marker))
+    tag = "delta" if as_node else "beta"  # one module per name and process
+    config = user_config(tmp_path, user_module(tmp_path, tag), tag, scale=0.5)
+    source = setup_cfg(str(config)) if as_node else str(config)
+    predictor = ovrsis.Predictor(source, device="cpu")
+    assert type(predictor.model.aggregator.cost_embed).__name__ == "Fusion"
+    assert [p.read_text() for p in marker.iterdir()] == ["0.5"]  # built once, with the key from the file
+    result = predictor.predict(np.zeros((40, 48, 3), np.uint8), ["water", "road"])
+    assert result.labels.shape == (40, 48)
+
+
+def test_a_submitit_sweep_job_with_two_ranks_builds_the_imported_part_in_each(tmp_path, monkeypatch):
+    """The sweep process validates with the module; the run goes to a submitit local-executor job
+    (another process), whose worker launches 2 CPU ranks: each builds the part, reading the project's
+    key from the run's sweep_config.yaml (IMPORTS saved as an absolute path)."""
+    sys.path.insert(0, str(REPO / "eval_scripts"))
+    import sweep as sweep_cli  # noqa: E402  (eval_scripts/sweep.py)
+
+    from ovrsis.sweep.state import read_state
+
+    marker = tmp_path / "markers"
+    marker.mkdir()
+    monkeypatch.setenv("OVRSIS_TEST_MARKER", str(marker))
+    monkeypatch.chdir(tmp_path)
+    module = user_module(tmp_path, "gamma")
+    user_config(tmp_path, Path(module.name), "gamma")
+    overrides = dict(zip(TINY[0::2], TINY[1::2]))
+    overrides.pop("MODEL.DEVICE")
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
+        "name": "imports", "base": "config.yaml", "overrides": {k: yaml.safe_load(v) for k, v in overrides.items()},
+        "grid": {"MODEL.GAMMA.SCALE": [4.0]}, "evaluation": {"datasets": ["synthetic_rs_val"]}}))
+    out = tmp_path / "out"
+    assert sweep_cli.main(["sweep.yaml", "--output", str(out), "--backend", "slurm", "--submitit-cluster", "local",
+                           "--gpus-per-node", "2", "--wait"]) == 0
+    run = out / "scale=4.0__seed42"
+    assert read_state(str(run))["status"] == "finished"
+    assert yaml.safe_load((run / "sweep_config.yaml").read_text())["IMPORTS"] == [str(module)]
+    built = {p.name.rsplit("-", 1)[1]: p.read_text() for p in marker.iterdir() if int(p.name.split("-")[1]) != os.getpid()}
+    assert built == {"rank0": "4.0", "rank1": "4.0"}

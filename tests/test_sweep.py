@@ -23,7 +23,7 @@ from ovrsis.sweep.spec import SweepError, format_value, load_sweep  # noqa: E402
 from ovrsis.sweep.state import (CHANGED, EVALUATE, FAILED, FINISHED, INTERRUPTED, NEW, QUEUED,  # noqa: E402
                                 classify, read_state, write_state)
 from ovrsis.sweep.table import RowResult, mean_std, run_cells, to_csv, to_markdown  # noqa: E402
-from ovrsis.sweep.worker import benchmark_argv  # noqa: E402
+from ovrsis.sweep.worker import BENCHMARK_SCRIPT, benchmark_argv, load_script  # noqa: E402
 
 CI_SWEEP = REPO / "configs" / "sweeps" / "synthetic_ci.yaml"
 
@@ -265,6 +265,8 @@ def test_eval_mode_scores_given_weights_without_training(tmp_path):
     assert "MODEL.WEIGHTS" not in argv and argv[argv.index("--protocol") + 1] == "P-B"  # the config's weights
     train = benchmark_argv({**plan, "mode": "train", "suite": "v2"}, "/runs/r")
     assert train[-2:] == ["MODEL.WEIGHTS", "/runs/r/model_final.pth"] and "--datasets" not in train
+    parsed = load_script(BENCHMARK_SCRIPT).build_parser().parse_args(benchmark_argv({**plan, "mode": "train"}, "/runs/r"))
+    assert parsed.datasets == ["a", "b"] and parsed.opts == ["MODEL.WEIGHTS", "/runs/r/model_final.pth"]
 
 
 def test_multi_node_rendezvous_from_the_submitit_environment(monkeypatch):

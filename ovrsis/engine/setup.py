@@ -30,7 +30,7 @@ from ..config import add_ovrsis_config
 from ..data import register_datasets_from_config
 from ..errors import ConfigError, DatasetError, SuppressUserErrorTracebacks, check_path, close_names
 from ..imports import KEY as KEY_IMPORTS
-from ..imports import config_imports, import_modules, parse_entries
+from ..imports import add_imported_config, config_imports, import_modules, parse_entries
 from ..modeling.precision import check_precision, set_tf32
 
 logger = logging.getLogger("ovrsis")
@@ -132,9 +132,10 @@ def new_config(config_file: str = "", opts: Sequence[str] = ()) -> CfgNode:
     """
     if config_file:
         check_path(config_file, "--config-file", "file", "a YAML config")
-    import_modules(config_imports(config_file, opts))
+    imported = import_modules(config_imports(config_file, opts))
     cfg = get_cfg()
     add_ovrsis_config(cfg)
+    add_imported_config(cfg, imported)
     if config_file:
         with _config_errors(cfg, config_file):
             cfg.merge_from_file(config_file)

@@ -37,9 +37,9 @@ def load_script(path: Path) -> ModuleType:
 
 def benchmark_argv(plan: dict, run_dir: str) -> list[str]:
     """``run_benchmark.py`` arguments scoring the run's weights on its evaluation datasets."""
-    argv = ["--config-file", os.path.join(run_dir, "sweep_config.yaml"), "--output", os.path.join(run_dir, "benchmark"),
-            "--method", plan["row"]]
+    argv = ["--config-file", os.path.join(run_dir, "sweep_config.yaml"), "--output", os.path.join(run_dir, "benchmark")]
     argv += ["--suite", plan["suite"]] if plan.get("suite") else ["--datasets", *plan["datasets"]]
+    argv += ["--method", plan["row"]]  # after the dataset list: it ends the list before the KEY VALUE overrides
     if plan.get("protocol"):
         argv += ["--protocol", plan["protocol"]]
     if plan["mode"] == "train":
