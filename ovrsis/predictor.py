@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -38,7 +38,10 @@ from .engine.setup import check_config_paths, merge_overrides, setup_cfg
 from .errors import ConfigError, close_names
 from .imports import import_modules
 from .modeling.registry import INFERENCE_PROTOCOL_REGISTRY
-from .modeling.tiling import tile_progress
+from .modeling.tiling import TilingSettings, tile_progress
+
+if TYPE_CHECKING:
+    from .scene import SceneOptions, SceneResult
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +141,51 @@ class Predictor:
         """The file through the one raster path: uint8 RGB, valid-pixel mask and info."""
         array, info = read_raster(path)
         return convert(array, info, raster or self.raster)
+
+    def predict_scene(self, scene: str, class_names: VocabularySpec, output: str,
+                      options: Optional["SceneOptions"] = None, raster: Optional[RasterSettings] = None,
+                      raster_stats: Optional[tuple] = None, progress: bool = True, part: tuple = (0, 1)
+                      ) -> "SceneResult":
+        """Segment a whole scene of any size into files, streaming (:mod:`ovrsis.scene`).
+
+        The scene is scored at its stored resolution with the ``TEST.TILED`` tiles, batches and
+        blending, panel by panel, so memory does not grow with the scene; on a scene that fits in
+        memory the labels equal :meth:`predict` with ``inference_mode="tiled"`` and
+        ``INPUT.MIN_SIZE_TEST 0``. Writes ``STEM_labels.tif`` (COG) and, per ``options``,
+        probabilities, polygons, a quick-look and scene metrics into ``output``; resumes a killed
+        run and skips a finished one.
+
+        Args:
+            scene: any GDAL raster (GeoTIFF, COG, JPEG 2000, VRT, ...).
+            class_names: the vocabulary (list, or a ``.txt``/``.json`` path).
+            output: output folder.
+            options: :class:`~ovrsis.scene.SceneOptions` (default: labels and quick-look only).
+            raster: band selection and scaling, default ``INPUT.RASTER``.
+            raster_stats: shared ``percentile_dataset`` statistics over several scenes.
+            progress: tqdm bar with Mpx/s and ETA.
+            part: ``(rank, world)`` when every process of a distributed job calls this for the same
+                scene to share its panels (:func:`ovrsis.scene.run_scene`).
+
+        Returns:
+            :class:`~ovrsis.scene.SceneResult` (paths, size, seconds, peak memory, metrics).
+
+        Raises:
+            ConfigError: a model without a tile scorer, ``TEST.TILED.LONG_SIDE`` set, or outputs of
+                another config/vocabulary in ``output``.
+            RasterError: an unreadable scene or label raster.
+        """
+        from .scene import SceneOptions, run_scene
+        from .scene.state import file_identity
+
+        names = self.set_vocabulary(class_names)
+        scorer = getattr(self.model, "score_tiles", None)
+        if scorer is None:
+            raise ConfigError(f"{type(self.model).__name__} offers no tile scorer (score_tiles); streamed scenes "
+                              "need a model that scores the tiles of TEST.TILED")
+        identity = {"config": self.cfg.dump(), "weights": file_identity(self.cfg.MODEL.WEIGHTS)}
+        return run_scene(scorer, names, scene, output, TilingSettings.from_config(self.cfg.TEST.TILED),
+                         raster or self.raster, options or SceneOptions(), identity, raster_stats=raster_stats,
+                         progress=progress, part=part)
 
     @torch.no_grad()
     def predict(self, image: Union[str, np.ndarray], class_names: VocabularySpec,

@@ -46,6 +46,20 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def metrics_tables(res: dict[str, float], class_names: list[str], seen: list[str], unseen: list[str],
+                   label: str, summary: str = "") -> str:
+    """The evaluator's report of ``res`` (:func:`~ovrsis.evaluation.metrics.segmentation_metrics`):
+    the per-class table (class, seen/unseen split, IoU, ACC), the summary table with the
+    protocol ``label``, the protocol ``summary`` line and the "copypaste:" lines."""
+    split = {n: "seen" for n in seen} | {n: "unseen" for n in unseen}
+    rows = [[name, split.get(name, "-"), res[f"IoU-{name}"], res[f"ACC-{name}"]] for name in class_names]
+    per_class = tabulate(rows, headers=["class", "split", "IoU", "ACC"], floatfmt=".2f", tablefmt="pipe")
+    keys = [k for k in SUMMARY_KEYS if k in res]
+    table = tabulate([[res[k] for k in keys] + [label]], headers=[*keys, "protocol"], floatfmt=".2f",
+                     tablefmt="pipe")
+    return "\n".join([per_class, "", table, f"protocol {label}: {summary or label}", *format_copypaste(res, keys)])
+
+
 class OpenVocabSemSegEvaluator(DatasetEvaluator):
     """Accumulates one confusion matrix (rows = ground truth) over a split and scores it.
 
@@ -130,25 +144,11 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
         return OrderedDict({"sem_seg": res})
 
     def _log_table(self, res: dict[str, float]) -> None:
-        split = {n: "seen" for n in self._seen} | {n: "unseen" for n in self._unseen}
-        rows = [
-            [name, split.get(name, "-"), res[f"IoU-{name}"], res[f"ACC-{name}"]]
-            for name in self._class_names
-        ]
-        per_class = tabulate(
-            rows, headers=["class", "split", "IoU", "ACC"], floatfmt=".2f", tablefmt="pipe"
-        )
-        keys = [k for k in SUMMARY_KEYS if k in res]
-        summary = tabulate(
-            [[res[k] for k in keys] + [self.protocol["label"]]], headers=[*keys, "protocol"],
-            floatfmt=".2f", tablefmt="pipe",
-        )
-        inference = self.protocol["inference"]
         logger.info(
-            "Semantic segmentation on %s:\n%s\n\n%s\nprotocol %s: %s\n%s",
-            self.dataset_name, per_class, summary, self.protocol["label"],
-            inference["summary"] if inference else "predictions made by a caller that did not name them",
-            "\n".join(format_copypaste(res, keys)),
+            "Semantic segmentation on %s:\n%s", self.dataset_name,
+            metrics_tables(res, self._class_names, self._seen, self._unseen, self.protocol["label"],
+                           self.protocol["inference"]["summary"] if self.protocol["inference"]
+                           else "predictions made by a caller that did not name them"),
         )
 
     def _write_json(self, res: dict[str, float], conf: np.ndarray) -> None:
