@@ -43,7 +43,7 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.MODEL.CLIP.PRETRAINED = ""  # open_clip pretrained tag ("openai"), a local file (open_clip state dict or OpenAI TorchScript .pt), or "" = random
     cfg.MODEL.CLIP.ALLOW_DOWNLOAD = False  # a pretrained *tag* may download only when this is True
     cfg.MODEL.CLIP.IMAGE_SIZE = 384  # CLIP input side; images are squashed to it (aspect ignored)
-    cfg.MODEL.CLIP.FINETUNE = "attention"  # none | attention (q/v weights) | full (all blocks)
+    cfg.MODEL.CLIP.FINETUNE = "attention"  # none | attention (q/v weights) | full (all blocks) | image (image-tower blocks)
     cfg.MODEL.CLIP.GUIDANCE_LAYERS = [3, 7]  # resblocks whose raw residual stream guides the decoder
     cfg.MODEL.CLIP.DENSE_LAST_BLOCK = True  # last block: CLS input + out_proj(V) (no token mixing)
     cfg.MODEL.CLIP.CHECKPOINT_ACTIVATIONS = False  # training: recompute each block's activations in backward (same results, less memory)

@@ -28,7 +28,7 @@ from .frozen import load_state_strictly
 
 logger = logging.getLogger(__name__)
 
-FINETUNE_MODES = ("none", "attention", "full")
+FINETUNE_MODES = ("none", "attention", "full", "image")
 _CONFIG_DIR = Path(__file__).with_name("clip_configs")
 
 
@@ -289,11 +289,16 @@ class CLIPEncoder(nn.Module):
 
     def _set_trainable(self, mode: str) -> None:
         """Official trainable sets: q/v projection weights of every block of both towers
-        ("attention"), every transformer-block parameter ("full") or nothing ("none")."""
+        ("attention"), every transformer-block parameter ("full") or nothing ("none"); and
+        "image": every block of the image tower, the text tower frozen (for a random-initialised
+        CLIP, whose text tower is nearly blind to the class word: its embeddings are fixed, distinct
+        class codes that training cannot merge — see configs/quickstart.yaml)."""
         for name, param in self.named_parameters():
             in_block = name.startswith("visual.transformer.") or name.startswith("transformer.")
             if mode == "full":
                 param.requires_grad_(in_block)
+            elif mode == "image":
+                param.requires_grad_(name.startswith("visual.transformer."))
             elif mode == "attention":
                 param.requires_grad_(in_block and name.endswith(("attn.q_proj_weight", "attn.v_proj_weight")))
             else:
@@ -407,7 +412,7 @@ class CLIPEncoder(nn.Module):
         """
         if len(class_names) == 0:
             raise ValueError("empty vocabulary: no class names to segment")
-        cacheable = self.cache_text and not (self.training and self.finetune != "none")
+        cacheable = self.cache_text and not (self.training and self.finetune in ("attention", "full"))
         key = self._text_key(class_names) if cacheable else None
         if key is not None and key in self._text_cache:
             return self._text_cache[key]
