@@ -47,13 +47,24 @@ def dataset_config(name: str, method: str, backbone: str | None, opts: list, out
         overlays.append(str(CONFIGS / "baselines" / f"{method}.yaml"))
     if backbone:
         overlays.append(str(CONFIGS / "backbones" / f"{backbone}.yaml"))
-    cfg = setup_cfg(str(CONFIGS / f"{name}.yaml"), [])
-    cfg.defrost()
-    for overlay in overlays:
-        cfg.merge_from_file(overlay)
-    cfg.merge_from_list(list(opts) + ["OUTPUT_DIR", output])
-    cfg.freeze()
-    return cfg
+    overlay_opts = [item for overlay in overlays for item in _as_opts(overlay)]
+    # overlays and opts merged before setup_cfg's checks (e.g. a backbone turning SimFeatUp off
+    # needs no SimFeatUp weights file)
+    return setup_cfg(str(CONFIGS / f"{name}.yaml"), overlay_opts + list(opts) + ["OUTPUT_DIR", output])
+
+
+def _as_opts(overlay: str) -> list:
+    """An overlay file (no ``_BASE_``) as KEY VALUE overrides."""
+    import yaml
+
+    def flat(node: dict, prefix: str = "") -> list:
+        items = []
+        for key, value in node.items():
+            items += flat(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}", value]
+        return items
+
+    with open(overlay) as f:
+        return flat(yaml.safe_load(f) or {})
 
 
 def paper_row(markdown_rows: list[dict], metric: str, method: str) -> str:

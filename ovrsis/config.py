@@ -13,6 +13,24 @@ from detectron2.config import CfgNode as CN
 OPENAI_CLIP_MEAN = [122.7709383, 116.7460125, 104.09373615]
 OPENAI_CLIP_STD = [68.5005327, 66.6321579, 70.3231630]
 
+# Every key below that names a file or folder the run reads: key -> (kind, what it holds, the key
+# that must be true for the file to be read, or None). One check (ovrsis.engine.setup.
+# check_config_paths -> ovrsis.errors.check_path) serves train, eval, the Predictor, the demo, the
+# benchmarks and sweep validation; "file or tag" is a file when the value looks like a path (else
+# an open_clip pretrained tag). tests/test_kinds.py enumerates the keys of
+# add_ovrsis_config, so a new path key must be listed here. Dataset folders and class files of
+# DATASETS.REGISTER entries are checked where they are read (ovrsis.data.folder_dataset).
+PATH_KEYS = {
+    "MODEL.WEIGHTS": ("file", "a model checkpoint (.pth)", None),
+    "MODEL.CLIP.PRETRAINED": ("file or tag", "an open_clip state dict or OpenAI TorchScript .pt", None),
+    "MODEL.DINO.WEIGHTS": ("file", "a facebookresearch/dino checkpoint", "MODEL.DINO.ENABLED"),
+    "MODEL.RS_CLIP.WEIGHTS": ("file", "an open_clip state dict or OpenAI TorchScript .pt", "MODEL.RS_CLIP.ENABLED"),
+    "MODEL.SAM.WEIGHTS": ("file", "a segment_anything / SAM 2 checkpoint", "MODEL.SAM.ENABLED"),
+    "MODEL.TRAINING_FREE.SIMFEATUP_WEIGHTS": ("file", "a SimFeatUp checkpoint (.ckpt)", "MODEL.TRAINING_FREE.SIMFEATUP"),
+    "MODEL.TRAINING_FREE.CLASS_FILE": ("file", "a class file: one class per line (.txt) or a JSON list", None),
+    "DATASETS.ROOT": ("dir", "the folder holding the datasets", None),
+}
+
 
 _EXTENSIONS: list = []
 

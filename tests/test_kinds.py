@@ -323,3 +323,91 @@ def test_resume_applies_changed_solver_keys_or_refuses_or_says_nothing_was_resum
     trainer.max_iter = 4
     trainer.train()
     assert trainer.iter == 4
+
+
+# ------------------------------------------------------------------ one path check for every key naming a file
+# keys whose name says "file/folder" but that the run does not read, and why
+NOT_READ = {"OUTPUT_DIR": "written by the run", "DATASETS.SYNTHETIC.ROOT": "a cache the run creates"}
+_PATH_NAME = ("WEIGHTS", "PRETRAINED", "FILE", "FILES", "ROOT", "DIR", "PATH", "PATHS")
+
+
+def _flat_keys(node, prefix: str = "") -> dict:
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_flat_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_every_file_naming_key_goes_through_the_path_check():
+    """A new key naming a file (…WEIGHTS, …_FILE, …ROOT, …) must be listed in PATH_KEYS (or here,
+    with the reason the run does not read it)."""
+    from detectron2.config import get_cfg
+
+    from ovrsis.config import PATH_KEYS, add_ovrsis_config
+
+    cfg = get_cfg()
+    add_ovrsis_config(cfg)
+    keys = _flat_keys(cfg)
+    named = {k for k, v in keys.items() if isinstance(v, str) and k.rsplit(".", 1)[-1].endswith(_PATH_NAME)}
+    assert named - set(NOT_READ) == set(PATH_KEYS), "list the new key in ovrsis.config.PATH_KEYS"
+    assert set(PATH_KEYS) <= set(keys)
+
+
+def _bad_path(tmp_path: Path, kind: str, case: str) -> str:
+    if case == "missing":
+        return str(tmp_path / "absent" / "x.pth")
+    if kind == "dir":  # a file where a folder is expected
+        (tmp_path / "file.txt").write_text("x")
+        return str(tmp_path / "file.txt")
+    (tmp_path / "weights_folder.pth").mkdir()  # a folder where a file is expected
+    return str(tmp_path / "weights_folder.pth")
+
+
+def _path_keys():
+    from ovrsis.config import PATH_KEYS
+
+    return sorted(PATH_KEYS)
+
+
+@pytest.mark.parametrize("entry", ["setup_cfg (train, eval, demo, benchmark)", "Predictor(config node)",
+                                   "sweep validation"])
+@pytest.mark.parametrize("case", ["missing", "wrong kind"])
+@pytest.mark.parametrize("key", _path_keys())
+def test_each_path_key_is_checked_at_each_entry_point(key, case, entry, tmp_path):
+    from ovrsis.config import PATH_KEYS
+    from ovrsis.engine import setup_cfg
+
+    kind, what, used_when = PATH_KEYS[key]
+    path = _bad_path(tmp_path, kind, case)
+    opts = [key, path] + ([used_when, "True"] if used_when else [])
+    expected = "does not exist" if case == "missing" else ("is a file" if kind == "dir" else "is a folder")
+    if entry.startswith("setup_cfg"):
+        with pytest.raises(ConfigError) as err:
+            setup_cfg(QUICKSTART, opts)
+    elif entry.startswith("Predictor"):
+        with pytest.raises(ConfigError) as err:
+            ovrsis.Predictor(setup_cfg(QUICKSTART), opts=opts)
+    else:
+        from ovrsis.sweep.resolve import check_config
+        from ovrsis.sweep.spec import SweepError
+
+        cfg = setup_cfg(QUICKSTART).clone()
+        cfg.defrost()
+        cfg.merge_from_list(opts)
+        with pytest.raises(SweepError) as err:
+            check_config(cfg, "run 0")
+    assert key in str(err.value) and path in str(err.value) and expected in str(err.value)
+    assert what in str(err.value)  # what the key should hold
+
+
+@pytest.mark.parametrize("key", [k for k in _path_keys() if k.endswith("WEIGHTS") and k != "MODEL.WEIGHTS"])
+def test_a_stream_that_is_off_does_not_need_its_weights_file(key, tmp_path):
+    from ovrsis.config import PATH_KEYS
+    from ovrsis.engine import setup_cfg
+
+    used_when = PATH_KEYS[key][2]
+    assert used_when, key
+    setup_cfg(QUICKSTART, [key, str(tmp_path / "absent.pth"), used_when, "False"])

@@ -14,6 +14,7 @@ from detectron2.modeling import build_model
 
 import ovrsis.modeling  # noqa: F401
 from ovrsis.engine import setup_cfg
+from ovrsis.errors import ConfigError
 from ovrsis.modeling.tiling import TilingSettings, window_average
 from ovrsis.training_free import (LAST_BLOCK_ATTENTION, SimFeatUp, class_probabilities, expand_queries,
                                   load_simfeatup_checkpoint, run_last_block, simfeatup_checkpoint,
@@ -134,7 +135,7 @@ def test_simfeatup_output_size_and_checkpoint_round_trip(tmp_path):
     torch.save({"state_dict": state}, tmp_path / "partial.ckpt")
     with pytest.raises(ValueError, match="missing \\['up.range_temp'\\]"):
         load_simfeatup_checkpoint(fresh, str(tmp_path / "partial.ckpt"))
-    with pytest.raises(FileNotFoundError, match="SIMFEATUP_WEIGHTS"):
+    with pytest.raises(ConfigError, match="SIMFEATUP_WEIGHTS.*does not exist"):
         load_simfeatup_checkpoint(fresh, str(tmp_path / "absent.ckpt"))
 
 
@@ -285,7 +286,7 @@ def test_class_file_replaces_dataset_names_by_id(tmp_path):
 
 def test_segearth_configs_hold_the_official_settings():
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-    cfg = setup_cfg(str(REPO / "configs/segearth_ov/base.yaml"), [])
+    cfg = setup_cfg(str(REPO / "configs/segearth_ov/base.yaml"), ["MODEL.TRAINING_FREE.SIMFEATUP_WEIGHTS", ""])
     assert list(cfg.MODEL.TEXT.TEMPLATES) == [t("{}") for t in OPENAI_IMAGENET_TEMPLATES]
     assert cfg.MODEL.TRAINING_FREE.BIAS_LAMBDA == 0.3 and cfg.MODEL.TRAINING_FREE.LOGIT_SCALE == 50
     assert (cfg.TEST.TILED.TILE, cfg.TEST.TILED.STRIDE, cfg.TEST.TILED.LONG_SIDE) == (224, 112, 448)
@@ -349,7 +350,7 @@ def test_dataset_configs_hold_the_official_settings(name):
     from ovrsis.data.benchmarks import RECORDS
     from ovrsis.data.vocabulary import load_class_names
     class_file, thd, bg, lam = OFFICIAL_SETTINGS[name]
-    cfg = setup_cfg(str(REPO / f"configs/segearth_ov/{name}.yaml"), [])
+    cfg = setup_cfg(str(REPO / f"configs/segearth_ov/{name}.yaml"), ["MODEL.TRAINING_FREE.SIMFEATUP_WEIGHTS", ""])
     t = cfg.MODEL.TRAINING_FREE
     assert (t.PROB_THD, t.BG_IDX, t.BIAS_LAMBDA) == (thd, bg, lam)
     record = RECORDS[cfg.DATASETS.TEST[0]]

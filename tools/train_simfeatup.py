@@ -58,7 +58,8 @@ def train(images: str, output: str, config_file: str = DEFAULT_CONFIG, opts=(), 
           lr: float = 1e-3, size: int = 224, workers: int = 2, seed: int = 0, log_every: int = 10,
           save_every: int = 100) -> list:
     """Train and save the checkpoint to ``output``; returns the per-step total losses."""
-    cfg = setup_cfg(config_file, list(opts))
+    # this tool writes MODEL.TRAINING_FREE.SIMFEATUP_WEIGHTS; the config's file need not exist yet
+    cfg = setup_cfg(config_file, ["MODEL.TRAINING_FREE.SIMFEATUP_WEIGHTS", "", *opts])
     torch.manual_seed(seed)
     m = cfg.MODEL
     clip = CLIPEncoder(m.CLIP.ARCH, pretrained=m.CLIP.PRETRAINED, image_size=m.CLIP.IMAGE_SIZE, finetune="none",

@@ -26,7 +26,7 @@ from detectron2.utils.collect_env import collect_env_info
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
-from ..config import add_ovrsis_config
+from ..config import PATH_KEYS, add_ovrsis_config
 from ..data import register_datasets_from_config
 from ..errors import ConfigError, DatasetError, SuppressUserErrorTracebacks, check_path, close_names
 from ..imports import KEY as KEY_IMPORTS
@@ -113,13 +113,37 @@ def check_datasets_registered(cfg: CfgNode) -> None:
                     "`python eval_scripts/run_benchmark.py --list`")
 
 
+def looks_like_path(value: str) -> bool:
+    """True when a "file or tag" value (``MODEL.CLIP.PRETRAINED``) names a file rather than an
+    open_clip pretrained tag: it exists, holds a path separator, or has a checkpoint extension."""
+    return (os.path.exists(os.path.expanduser(value)) or "/" in value or os.sep in value
+            or value.endswith((".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".txt", ".json")))
+
+
 def check_config_paths(cfg: CfgNode) -> None:
-    """Path-like keys that are set must point to a file/folder of the right kind."""
-    weights = cfg.MODEL.WEIGHTS
-    if weights and "://" not in weights:
-        check_path(weights, "MODEL.WEIGHTS", "file", "a model checkpoint (.pth)")
-    if cfg.DATASETS.ROOT:
-        check_path(cfg.DATASETS.ROOT, "DATASETS.ROOT", "dir", "the folder holding the datasets")
+    """Every set key of :data:`ovrsis.config.PATH_KEYS` whose file the run reads (its stream or
+    option enabled) must point to a file/folder of the right kind (:func:`ovrsis.errors.check_path`: a missing path, a folder given for a file or the
+    reverse, an unreadable file is a :class:`ConfigError` naming the key, the path and what it
+    should hold). URLs (``://``) are left to their loaders.
+
+    Raises:
+        ConfigError: the first key whose path is wrong.
+    """
+    def value_of(key: str):
+        node = cfg
+        for part in key.split("."):
+            node = node.get(part, None) if hasattr(node, "get") else None
+        return node
+
+    for key, (kind, what, used_when) in PATH_KEYS.items():
+        value = value_of(key)
+        if not value or not isinstance(value, str) or "://" in value or (used_when and not value_of(used_when)):
+            continue
+        if kind == "file or tag":
+            if not looks_like_path(value):
+                continue
+            kind = "file"
+        check_path(value, key, kind, what)
 
 
 def new_config(config_file: str = "", opts: Sequence[str] = ()) -> CfgNode:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from typing import Dict, List, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import check_path
 
 logger = logging.getLogger(__name__)
 
@@ -165,10 +166,10 @@ def read_simfeatup_state(path: str) -> Dict[str, torch.Tensor]:
     stores its loop state): only load files you trust.
 
     Raises:
-        FileNotFoundError: no such file. ValueError: no upsampler weights in it.
+        ConfigError: no such file, or a folder (:func:`~ovrsis.errors.check_path`). ValueError: no
+        upsampler weights in it.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"MODEL.TRAINING_FREE.SIMFEATUP_WEIGHTS: no such file {path!r}")
+    path = check_path(path, "MODEL.TRAINING_FREE.SIMFEATUP_WEIGHTS", "file", "a SimFeatUp checkpoint (.ckpt)")
     loaded = torch.load(path, map_location="cpu", weights_only=False)
     state = loaded.get("state_dict", loaded) if isinstance(loaded, Mapping) else None
     if not isinstance(state, Mapping) or not state:
