@@ -44,7 +44,12 @@ def find_sources(raw: RawDownload, labels: str = "noBoundary") -> list[Source]:
             label_files = complete
         stem = str
     if not label_files:
-        raise raw.error(f"no Vaihingen {'eroded (noBoundary)' if labels == 'noBoundary' else 'full'} labels found")
+        full = [p for p in raw.files("top_mosaic_09cm_area*.tif") if p.parent.name != "top"
+                and not p.stem.endswith("_noBoundary")]
+        hint = ("; found full labels (ground_truth_COMPLETE): pass --labels full to use them (the benchmarks use the "
+                "eroded ones)") if labels == "noBoundary" and full else ""
+        raise raw.error(f"no Vaihingen {'eroded (noBoundary)' if labels == 'noBoundary' else 'full'} labels found"
+                        + hint)
     return pair_by_stem(images, label_files, label_stem=stem, raw=raw,
                         lonely_labels={AREA9: lambda s: s == "top_mosaic_09cm_area9"})
 

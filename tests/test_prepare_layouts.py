@@ -430,3 +430,32 @@ def test_isaid_release_zips_nested_by_split(tmp_path, capsys):
                 zf.write(member, f"images/{member.name}")
     run("prepare_isaid", "--raw", str(raw), "--root", str(root))
     assert list(masks(root, "v1_isaid_train")) == ["P0001_0_0"] and list(masks(root, "v1_isaid_val")) == ["P0002_0_0"]
+
+
+def test_torchgeo_vaihingen_folder_zips_beside_their_extraction(tmp_path, capsys):
+    """torchgeo's tests/data/vaihingen layout: the two zips and their extracted files side by side
+    (full ground truth, same names as the images, outside top/)."""
+    raw, root = tmp_path / "raw", tmp_path / "root"
+    for area in (1, 11):
+        save(raw / "top" / f"top_mosaic_09cm_area{area}.tif", rgb(256, 256, seed=area))
+        label = np.zeros((256, 256, 3), np.uint8)
+        label[:, :128], label[:, 128:] = C.ISPRS_COLOURS[1], C.ISPRS_COLOURS[3]
+        save(raw / f"top_mosaic_09cm_area{area}.tif", label)
+    for archive, members in (("ISPRS_semantic_labeling_Vaihingen.zip", ["top/top_mosaic_09cm_area1.tif",
+                                                                        "top/top_mosaic_09cm_area11.tif"]),
+                             ("ISPRS_semantic_labeling_Vaihingen_ground_truth_COMPLETE.zip",
+                              ["top_mosaic_09cm_area1.tif", "top_mosaic_09cm_area11.tif"])):
+        with zipfile.ZipFile(raw / archive, "w") as zf:
+            for member in members:
+                zf.write(raw / member, member)
+    with pytest.raises(DatasetError, match=r"--labels full"):
+        run("prepare_vaihingen", "--raw", str(raw), "--root", str(root))
+    run("prepare_vaihingen", "--raw", str(raw), "--root", str(root), "--labels", "full")
+    assert "archive already extracted beside it: its extracted files are read: 2 file(s)" in capsys.readouterr().out
+    got = masks(root, "v1_vaihingen_all")
+    assert sorted(got) == ["top_mosaic_09cm_area11_0_0", "top_mosaic_09cm_area1_0_0"]
+    assert got["top_mosaic_09cm_area1_0_0"][0, [0, 200]].tolist() == [1, 3]
+
+    (raw / "top" / "top_mosaic_09cm_area11.tif").unlink()  # a partial extraction: the zip is unpacked too
+    with pytest.raises(DatasetError, match=r"two raw images map to the output stem 'top_mosaic_09cm_area1'"):
+        run("prepare_vaihingen", "--raw", str(raw), "--root", str(tmp_path / "root2"), "--labels", "full")

@@ -104,13 +104,24 @@ def find_archives(raw: Path) -> list[Archive]:
     return archives
 
 
-def members(archive: Archive) -> list[str]:
-    """The file names inside ``archive`` (folders left out)."""
+def members(archive: Archive) -> dict[str, int]:
+    """The files inside ``archive`` (folders left out): name → uncompressed size in bytes."""
     if archive.kind == "tar":
         with _open_tar(archive) as tar:
-            return [m.name for m in tar.getmembers() if m.isfile()]
+            return {m.name: m.size for m in tar.getmembers() if m.isfile()}
     with open_zip(archive) as zf:
-        return [i.filename for i in zf.infolist() if not i.is_dir()]
+        return {i.filename: i.file_size for i in zf.infolist() if not i.is_dir()}
+
+
+def extracted_beside(archive: Archive) -> Path | None:
+    """The folder where ``archive`` was already extracted next to itself (every member present
+    with its size, under the archive's folder or a folder named after it), or None."""
+    files = members(archive)
+    for base in (archive.path.parent, archive.path.parent / archive.name):
+        if files and all((base / name).is_file() and (base / name).stat().st_size == size
+                         for name, size in files.items()):
+            return base
+    return None
 
 
 def unpack(archive: Archive, dest: Path) -> bool:

@@ -41,7 +41,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..modeling.tiling import tile_starts
-from .archives import Archive, find_archives, is_unpacked, members, open_zip, unpack
+from .archives import Archive, extracted_beside, find_archives, is_unpacked, members, open_zip, unpack
 from .benchmarks.catalog import RECORDS
 from .benchmarks.records import DatasetRecord
 from .folder_dataset import DatasetError, _image_size, dataset_root, load_folder_dataset, read_mask
@@ -90,6 +90,10 @@ class RawDownload:
         self._virtual: dict[Path, tuple[Archive, str]] = {}
         base = self.raw if self.raw.is_dir() else self.raw.parent
         for archive in find_archives(self.raw):
+            beside = extracted_beside(archive) if self.raw.is_dir() else None
+            if beside is not None:  # downloaded and extracted in place: read the files, once
+                self.note("archive already extracted beside it: its extracted files are read", archive.path)
+                continue
             dest = Path(root, STATE_DIR, "unpacked", archive.path.parent.relative_to(base), archive.name)
             if dry_run and not is_unpacked(archive, dest):
                 self.pending.append((archive, dest))
@@ -738,8 +742,8 @@ def pair_by_stem(images: Iterable[Path], labels: Iterable[Path], *, label_stem: 
     name to a predicate on the stem (e.g. "OpenEarthMap_wo_xBD labels of xBD tiles"); such
     files are left out and counted under that name.
     """
-    by_stem = {key(p) if key else image_stem(p.stem): p for p in images}
-    label_by_stem = {key(p) if key else label_stem(p.stem): p for p in labels}
+    by_stem = _by_key(images, key or (lambda p: image_stem(p.stem)), "images", raw)
+    label_by_stem = _by_key(labels, key or (lambda p: label_stem(p.stem)), "labels", raw)
     lonely = {"image": sorted(by_stem.keys() - label_by_stem.keys()),
               "label": sorted(label_by_stem.keys() - by_stem.keys())}
     for kind, quirks, files in (("image", lonely_images, by_stem), ("label", lonely_labels, label_by_stem)):
@@ -756,6 +760,19 @@ def pair_by_stem(images: Iterable[Path], labels: Iterable[Path], *, label_stem: 
                    f"without an image (e.g. {[str(label_by_stem[s]) for s in lonely['label'][:_EXAMPLES]]})")
         raise raw.error(problem) if raw is not None else DatasetError(problem)
     return [Source(stem, by_stem[stem], label_by_stem[stem], group) for stem in sorted(by_stem)]
+
+
+def _by_key(files: Iterable[Path], key: Callable[[Path], str], kind: str, raw: RawDownload | None) -> dict[str, Path]:
+    """``{key: file}``; two files with one key (the release twice under --raw) are an error."""
+    found: dict[str, Path] = {}
+    for path in files:
+        name = key(path)
+        if name in found:
+            problem = (f"two raw {kind} map to the output stem {name!r}: {found[name]} and {path} (the same release "
+                       "twice under --raw, e.g. an archive next to a partial extraction of it? keep one)")
+            raise raw.error(problem) if raw is not None else DatasetError(problem)
+        found[name] = path
+    return found
 
 
 def split_folder_pairs(raw: RawDownload, splits: Sequence[str], image_dir: str, label_dir: str,
