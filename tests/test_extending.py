@@ -146,10 +146,11 @@ def test_predictor_builds_the_imported_part(tmp_path, monkeypatch, as_node):
     assert result.labels.shape == (40, 48)
 
 
-def test_a_submitit_sweep_job_with_two_ranks_builds_the_imported_part_in_each(tmp_path, monkeypatch):
+def test_a_submitit_sweep_job_builds_the_imported_part(tmp_path, monkeypatch):
     """The sweep process validates with the module; the run goes to a submitit local-executor job
-    (another process), whose worker launches 2 CPU ranks: each builds the part, reading the project's
-    key from the run's sweep_config.yaml (IMPORTS saved as an absolute path)."""
+    (another process), whose worker builds the part with the key from the run's sweep_config.yaml
+    (IMPORTS saved as an absolute path). Every rank of a multi-process run: the projects/ example
+    trains with --num-gpus 2 (tests/test_readme.py)."""
     sys.path.insert(0, str(REPO / "eval_scripts"))
     import sweep as sweep_cli  # noqa: E402  (eval_scripts/sweep.py)
 
@@ -168,9 +169,112 @@ def test_a_submitit_sweep_job_with_two_ranks_builds_the_imported_part_in_each(tm
         "grid": {"MODEL.GAMMA.SCALE": [4.0]}, "evaluation": {"datasets": ["synthetic_rs_val"]}}))
     out = tmp_path / "out"
     assert sweep_cli.main(["sweep.yaml", "--output", str(out), "--backend", "slurm", "--submitit-cluster", "local",
-                           "--gpus-per-node", "2", "--wait"]) == 0
-    run = out / "scale=4.0__seed42"
+                           "--gpus-per-node", "1", "--wait"]) == 0
+    run = out / "scale=4__seed42"
     assert read_state(str(run))["status"] == "finished"
     assert yaml.safe_load((run / "sweep_config.yaml").read_text())["IMPORTS"] == [str(module)]
-    built = {p.name.rsplit("-", 1)[1]: p.read_text() for p in marker.iterdir() if int(p.name.split("-")[1]) != os.getpid()}
-    assert built == {"rank0": "4.0", "rank1": "4.0"}
+    built = {p.name for p in marker.iterdir() if int(p.name.split("-")[1]) != os.getpid()}  # not the sweep's check
+    assert len(built) == 1 and all(p.read_text() == "4.0" for p in marker.iterdir())
+
+
+# ---------------------------------------------------------------------------- every kind of part
+PARTS = '''
+import torch
+from detectron2.config import CfgNode as CN
+from torch import nn
+from ovrsis.config import register_config
+from ovrsis.modeling.aggregation.catseg import CATSegAggregator
+from ovrsis.modeling.decoders.guided_upsampling import GuidedUpsamplingDecoder
+from ovrsis.modeling.encoders.specialist import StreamOutput
+from ovrsis.modeling.perturbation import PerturbationStage
+from ovrsis.modeling.registry import (AGGREGATOR_REGISTRY, DECODER_REGISTRY, INFERENCE_PROTOCOL_REGISTRY,
+                                      LOSS_HEAD_REGISTRY, PERTURBATION_REGISTRY, STREAM_REGISTRY,
+                                      TEMPLATE_SET_REGISTRY)
+
+@register_config
+def add_edge_config(cfg):
+    cfg.MODEL.EDGE = CN()
+    cfg.MODEL.EDGE.ENABLED = False
+
+class EdgeStream(nn.Module):  # appearance features only
+    has_cost, has_guidance, feature_dim = False, False, 8
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Conv2d(3, 8, 3, padding=1)
+    def forward(self, images, text):
+        return StreamOutput(None, [], self.proj(images))
+
+@STREAM_REGISTRY.register(name="edge")
+def edge_stream(cfg, *, clip_image_size, clip_grid, text_dim):
+    return EdgeStream() if cfg.MODEL.EDGE.ENABLED else None
+
+@AGGREGATOR_REGISTRY.register()
+class MyAggregator(CATSegAggregator):
+    pass
+
+@DECODER_REGISTRY.register()
+class MyDecoder(GuidedUpsamplingDecoder):
+    pass
+
+@LOSS_HEAD_REGISTRY.register()
+class MeanHead(nn.Module):
+    @classmethod
+    def from_config(cls, cfg, *, in_dim, feature_dims, train_classes):
+        return cls()
+    def forward(self, state):
+        return {"loss_mean": state["embedding"].mean() * 0}
+
+@PERTURBATION_REGISTRY.register()
+class Shift(PerturbationStage):
+    @classmethod
+    def from_config(cls, cfg, dim):
+        return cls()
+    def perturb_text(self, text):
+        return text + 0.01 if self.training else text
+
+TEMPLATE_SET_REGISTRY.register(("an aerial photo of a {}.", "a {} seen from above."), "aerial")
+
+@INFERENCE_PROTOCOL_REGISTRY.register(name="flip")
+class FlipAverage:
+    @classmethod
+    def from_config(cls, cfg):
+        return cls()
+    def __call__(self, model, x, classes):
+        flipped = dict(x, image=x["image"].flip(-1))
+        return (model._inference_whole(x, classes) + model._inference_whole(flipped, classes).flip(-1)) / 2
+'''
+
+KINDS = {  # registry: (config overrides, what shows that the model uses the part)
+    "stream": (["MODEL.EDGE.ENABLED", "True", "MODEL.AGGREGATOR.APPEARANCE_GUIDANCE_SOURCE", "edge"],
+               lambda m: type(m.specialists["edge"]).__name__ == "EdgeStream"),
+    "aggregator": (["MODEL.AGGREGATOR.NAME", "MyAggregator"], lambda m: type(m.aggregator).__name__ == "MyAggregator"),
+    "decoder": (["MODEL.DECODER.NAME", "MyDecoder"], lambda m: type(m.decoder).__name__ == "MyDecoder"),
+    "loss head": (["MODEL.LOSS.HEADS", "['MeanHead']"], lambda m: "MeanHead" in m.loss_heads),
+    "perturbation": (["MODEL.PERTURBATION.NAME", "Shift"], lambda m: type(m.perturbation).__name__ == "Shift"),
+    "template set": (["MODEL.TEXT.TEMPLATE_SET", "aerial"],
+                     lambda m: len(m.clip.templates) == 2 and m.aggregator.cost_embed.in_channels == 2),
+    "inference protocol": (["TEST.INFERENCE_MODE", "flip"], lambda m: m.inference_mode == "flip"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_of_part_plugs_in_from_outside_the_package(tmp_path, monkeypatch, kind, one_thread):
+    """One module outside the package registers a part of each kind; a config picks it by name and
+    the model trains a step and predicts with it (no edit of ovrsis/)."""
+    from detectron2.modeling import build_model
+
+    module = tmp_path.parent / "ovrsis_test_parts.py"  # shared by the matrix: imported once per process
+    if not module.exists():
+        module.write_text(PARTS)
+    opts, uses = KINDS[kind]
+    cfg = setup_cfg(str(QUICKSTART), ["IMPORTS", f"[{module}]", "MODEL.DEVICE", "cpu", *opts])
+    model = build_model(cfg)
+    assert uses(model)
+    image = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    losses = model([{"image": image, "sem_seg": torch.randint(0, 5, (64, 64))}])
+    sum(losses.values()).backward()
+    assert ("loss_mean" in losses) == (kind == "loss head")
+    model.eval()
+    with torch.no_grad():
+        probs = model([{"image": image, "height": 40, "width": 48}])[0]["sem_seg"]
+    assert probs.shape == (len(model.test_classes), 40, 48) and torch.isfinite(probs).all()
