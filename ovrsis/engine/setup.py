@@ -168,7 +168,8 @@ def new_config(config_file: str = "", opts: Sequence[str] = ()) -> CfgNode:
 
 def setup_cfg(config_file: str = "", opts: Sequence[str] = (), args: Optional[object] = None) -> CfgNode:
     """get_cfg + ovrsis keys + file + overrides; registers config-declared datasets and checks
-    the datasets and paths the run names.
+    the datasets and paths the run names. The modules ``IMPORTS`` names are imported first
+    (:func:`new_config`) and kept as absolute paths in the returned config.
 
     With ``args`` (from the argument parser) also sets up the run (:func:`setup_run`): logging,
     the resolved config and environment saved to OUTPUT_DIR, seeding.
