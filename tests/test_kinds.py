@@ -3,6 +3,7 @@ the raster conformance matrix (entry points x raster kinds), no-data end to end,
 value per dataset, every file-naming config key through one path check, honest resume."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -411,3 +412,252 @@ def test_a_stream_that_is_off_does_not_need_its_weights_file(key, tmp_path):
     used_when = PATH_KEYS[key][2]
     assert used_when, key
     setup_cfg(QUICKSTART, [key, str(tmp_path / "absent.pth"), used_when, "False"])
+
+
+# ------------------------------------------------------------------ raster conformance: entry points x raster kinds
+H, W = 10, 14
+_rng = np.random.default_rng(5)
+RGB8 = _rng.integers(1, 256, (H, W, 3), dtype=np.uint8)
+GREY8 = _rng.integers(1, 256, (H, W), dtype=np.uint8)
+NIR8 = np.arange(H * W, dtype=np.uint8).reshape(H, W) % 200 + 20  # data, not a 0/255 mask
+U16 = _rng.integers(0, 65536, (H, W, 3), dtype=np.uint16)
+F32 = _rng.random((H, W, 3)).astype(np.float32)
+SMOOTH = np.dstack(np.broadcast_arrays(np.linspace(40, 200, W, dtype=np.float32)[None, :].repeat(H, 0),
+                                       np.linspace(60, 180, H, dtype=np.float32)[:, None].repeat(W, 1),
+                                       np.full((H, W), 120, np.float32))).astype(np.uint8)
+HALF = np.ones((H, W), bool)
+HALF[:, :5] = False  # the no-data / transparent columns
+
+
+def _rio(path: Path, bands: np.ndarray, **profile) -> str:
+    """(C, H, W) through rasterio (GDAL's defaults unless ``profile`` says otherwise)."""
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver="GTiff", height=bands.shape[1], width=bands.shape[2],
+                           count=bands.shape[0], dtype=bands.dtype.name, **profile) as dst:
+            dst.write(bands)
+    return str(path)
+
+
+def _geo() -> dict:
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    return {"crs": CRS.from_epsg(32633), "transform": from_origin(500000.0, 5200000.0, 10.0, 10.0)}
+
+
+def _png(path: Path, array: np.ndarray, mode: str | None = None) -> str:
+    from PIL import Image
+
+    Image.fromarray(array, mode).save(path)
+    return str(path)
+
+
+def _tifffile(path: Path, array: np.ndarray, **kwargs) -> str:
+    import tifffile
+
+    tifffile.imwrite(path, array, **kwargs)
+    return str(path)
+
+
+def _palette(path: Path) -> str:
+    from PIL import Image
+
+    image = Image.fromarray((np.arange(H * W).reshape(H, W) % 3).astype(np.uint8), "P")
+    image.putpalette([200, 10, 10, 10, 200, 10, 10, 10, 200] + [0] * 759)
+    image.save(path)
+    return str(path)
+
+
+def _cmyk(path: Path) -> str:
+    from PIL import Image
+
+    Image.fromarray(RGB8).convert("CMYK").save(path)
+    return str(path)
+
+
+PALETTE_RGB = np.array([[200, 10, 10], [10, 200, 10], [10, 10, 200]], np.uint8)[np.arange(H * W).reshape(H, W) % 3]
+_masked = RGB8.copy()
+_masked[~HALF] = 0
+
+# kind -> (writer(folder) -> path, raster settings (config spelling), expected RGB or an error pattern,
+#          expected valid mask or None, tolerance)
+RASTER_KINDS = {
+    "8-bit RGB PNG": (lambda d: _png(d / "rgb.png", RGB8), {}, RGB8, None, 0),
+    "8-bit 1-band PNG": (lambda d: _png(d / "grey.png", GREY8), {}, np.repeat(GREY8[..., None], 3, 2), None, 0),
+    "16-bit RGB TIFF": (lambda d: _rio(d / "u16.tif", U16.transpose(2, 0, 1)),
+                        {"SCALING": "fixed", "RANGE": [0, 65535]},
+                        np.rint(U16 / 65535 * 255).astype(np.uint8), None, 0),
+    "16-bit RGB TIFF, no scaling chosen": (lambda d: _rio(d / "u16_auto.tif", U16.transpose(2, 0, 1)), {},
+                                           r"uint16.*(SCALING|--scaling)", None, 0),
+    "float32 RGB TIFF": (lambda d: _rio(d / "f32.tif", F32.transpose(2, 0, 1)), {"SCALING": "fixed", "RANGE": [0, 1]},
+                         np.rint(F32 * 255).astype(np.uint8), None, 0),
+    "RGB+NIR uint16, contiguous, BANDS": (lambda d: _rio(d / "rgbn16.tif", np.concatenate(
+        [U16.transpose(2, 0, 1), U16[None, ..., 0]])), {"BANDS": [1, 2, 3], "SCALING": "fixed", "RANGE": [0, 65535]},
+        np.rint(U16 / 65535 * 255).astype(np.uint8), None, 0),
+    "RGB+NIR uint16, contiguous, no BANDS": (lambda d: _rio(d / "rgbn16_nob.tif", np.concatenate(
+        [U16.transpose(2, 0, 1), U16[None, ..., 0]])), {"SCALING": "fixed", "RANGE": [0, 65535]},
+        r"4 data band.*(BANDS|--bands)", None, 0),
+    "RGB+NIR uint8, band 4 tagged alpha (GDAL default)": (lambda d: _rio(d / "rgbn8.tif", np.concatenate(
+        [RGB8.transpose(2, 0, 1), NIR8[None]])), {}, r"band 4 is tagged alpha but is not a mask.*(BANDS|--bands)",
+        None, 0),
+    "RGB+NIR uint8, alpha-tagged, BANDS [4, 1, 2]": (lambda d: _rio(d / "rgbn8_b.tif", np.concatenate(
+        [RGB8.transpose(2, 0, 1), NIR8[None]])), {"BANDS": [4, 1, 2]}, np.dstack([NIR8, RGB8[..., 0], RGB8[..., 1]]),
+        None, 0),
+    "5 bands, one per page (tifffile default)": (lambda d: _tifffile(d / "pages.tif", np.concatenate(
+        [RGB8.transpose(2, 0, 1), NIR8[None], GREY8[None]])), {"BANDS": [3, 2, 1]}, RGB8[..., ::-1], None, 0),
+    "5 bands, one per page, no BANDS": (lambda d: _tifffile(d / "pages_nob.tif", np.concatenate(
+        [RGB8.transpose(2, 0, 1), NIR8[None], GREY8[None]])), {}, r"5 data band.*(BANDS|--bands)", None, 0),
+    "RGB planar (band-interleaved)": (lambda d: _tifffile(d / "planar.tif", RGB8.transpose(2, 0, 1).copy(),
+                                                          photometric="rgb", planarconfig="separate"), {}, RGB8, None, 0),
+    "4 bands, extra sample unspecified": (lambda d: _tifffile(d / "extra.tif", np.dstack([RGB8, NIR8]),
+                                                              photometric="rgb", extrasamples=[0]), {},
+                                          r"4 data band.*(BANDS|--bands)", None, 0),
+    "RGB + alpha mask (RGBA PNG)": (lambda d: _png(d / "rgba.png", np.dstack([RGB8, HALF.astype(np.uint8) * 255])),
+                                    {}, _masked, HALF, 0),
+    "declared no-data (GeoTIFF)": (lambda d: _rio(d / "nodata.tif", _masked.transpose(2, 0, 1), nodata=0, **_geo()),
+                                   {}, _masked, HALF, 0),
+    "palette PNG": (lambda d: _palette(d / "palette.png"), {}, PALETTE_RGB, None, 0),
+    "CMYK TIFF": (lambda d: _cmyk(d / "cmyk.tif"), {}, r"CMYK", None, 0),
+    "YCbCr JPEG TIFF": (lambda d: _rio(d / "ycbcr.tif", SMOOTH.transpose(2, 0, 1), compress="JPEG",
+                                       photometric="YCBCR"), {}, SMOOTH, None, 8),
+    "compressed (LZW, tiled) GeoTIFF": (lambda d: _rio(d / "lzw.tif", RGB8.transpose(2, 0, 1), compress="LZW", tiled=True,
+                                                       blockxsize=16, blockysize=16, **_geo()), {}, RGB8, None, 0),
+    "not georeferenced TIFF": (lambda d: _rio(d / "plain.tif", RGB8.transpose(2, 0, 1)), {}, RGB8, None, 0),
+}
+ENTRY_POINTS = ["training mapper", "test mapper", "Predictor", "demo", "check_dataset", "preparation reader"]
+# entry points whose documented rule differs for a kind: (entry, kind) -> expected
+DIFFERENT = {("preparation reader", "8-bit 1-band PNG"): r"single band.*--bands 1"}
+
+
+def _settings(spec: dict):
+    from ovrsis.data.raster import RasterSettings
+
+    return RasterSettings.from_config(spec)
+
+
+def _flags(spec: dict) -> list:
+    flags = []
+    if "BANDS" in spec:
+        flags += ["--bands", *map(str, spec["BANDS"])]
+    if "SCALING" in spec:
+        flags += ["--scaling", spec["SCALING"]]
+    if "RANGE" in spec:
+        flags += ["--range", *map(str, spec["RANGE"])]
+    return flags
+
+
+@pytest.fixture(scope="module")
+def shared_predictor(one_thread):
+    return ovrsis.Predictor(QUICKSTART, device="cpu", opts=["INPUT.MIN_SIZE_TEST", "0"])
+
+
+def _read_through(entry: str, path: str, spec: dict, folder: Path, predictor, monkeypatch) -> tuple:
+    """(RGB the entry point feeds the model, its valid mask or None) — or the error it raises."""
+    import copy
+    import sys
+
+    from ovrsis.engine import setup_cfg
+
+    if entry in ("training mapper", "test mapper", "check_dataset"):
+        (folder / "images").mkdir(exist_ok=True)
+        (folder / "masks").mkdir(exist_ok=True)
+        Path(path).rename(folder / "images" / Path(path).name)
+        path = str(folder / "images" / Path(path).name)
+        mask = np.zeros((H, W), np.uint8)
+        mask[:, -1] = 1  # the last column: tells a horizontal flip apart
+        _png(folder / "masks" / (Path(path).stem + ".png"), mask)
+        entry_opts = {"IMAGE_ROOT": str(folder / "images"), "MASK_ROOT": str(folder / "masks"),
+                      "CLASS_NAMES": ["land", "water"], **spec}
+        opts = ["DATASETS.REGISTER", str({"kind": entry_opts}), "DATASETS.TRAIN", "('kind',)",
+                "DATASETS.TEST", "('kind',)", "INPUT.CROP.ENABLED", "False", "INPUT.COLOR_AUG_SSD", "False",
+                "INPUT.MIN_SIZE_TRAIN", f"({H},)", "INPUT.MIN_SIZE_TEST", "0", "DATASETS.PREFLIGHT.ENABLED", "False"]
+        if entry == "check_dataset":
+            sys.path.insert(0, str(REPO / "datasets"))
+            try:
+                import check_dataset
+            finally:
+                sys.path.remove(str(REPO / "datasets"))
+            import contextlib
+            import io
+
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                code = check_dataset.main(["kind", *opts])
+            if code:
+                raise AssertionError(printed.getvalue())  # the report's message
+            return None, None
+        from detectron2.data import DatasetCatalog
+
+        from ovrsis.data import SemanticSegmentationMapper
+
+        cfg = setup_cfg(QUICKSTART, opts)
+        record = DatasetCatalog.get("kind")[0]
+        out = SemanticSegmentationMapper(cfg, entry == "training mapper", "kind")(record)
+        rgb = out["image"].permute(1, 2, 0).numpy()
+        if entry == "test mapper":
+            return rgb, None if out.get("valid") is None else out["valid"].numpy()
+        labels = out["sem_seg"].numpy()
+        if (labels[:, 0] == 1).all():  # the random horizontal flip: undo it
+            rgb, labels = rgb[:, ::-1], labels[:, ::-1]
+        ignored = labels == 255  # no-data pixels: the ignore value of the training mask
+        return rgb, ~ignored if ignored.any() else None
+    if entry == "Predictor":
+        result = predictor.predict(path, ["land", "water"], _settings(spec))
+        return result.image, result.valid
+    if entry == "preparation reader":
+        from ovrsis.data.prepare import read_image
+
+        return read_image(Path(path), _settings(spec))[0], None
+    # demo: the real main (flags, errors, outputs) on a model built once
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        import demo
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    from ovrsis.data.raster import RasterSettings
+
+    def cached(config, weights=None, device=None, inference_mode=None, opts=()):
+        clone = copy.copy(predictor)
+        clone.cfg = setup_cfg(config, [*opts, "MODEL.DEVICE", "cpu"])
+        clone.raster = RasterSettings.from_config(clone.cfg.INPUT.RASTER)
+        clone._vocabulary = None
+        return clone
+
+    monkeypatch.setattr(demo, "Predictor", cached)
+    out = folder / "demo"
+    assert demo.main([path, "--config-file", QUICKSTART, "--classes", "land", "water", "--output", str(out),
+                      "--alpha", "0", *_flags(spec)]) == 0
+    import cv2
+
+    return cv2.imread(str(out / f"{Path(path).stem}_overlay.png"))[:, :, ::-1], None
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("kind", list(RASTER_KINDS))
+def test_raster_conformance(kind, entry, tmp_path, shared_predictor, monkeypatch):
+    """Each cell: the exact pixels the entry point hands the model (and its no-data mask where it
+    keeps one), or a clear error naming the file and the key/flag to set."""
+    from ovrsis.errors import OVRSISError
+
+    writer, spec, expected, valid, tolerance = RASTER_KINDS[kind]
+    expected = DIFFERENT.get((entry, kind), expected)
+    path = writer(tmp_path)
+    if isinstance(expected, str):
+        with pytest.raises((OVRSISError, AssertionError)) as err:
+            _read_through(entry, path, spec, tmp_path, shared_predictor, monkeypatch)
+        message = str(err.value)
+        assert Path(path).name in message and re.search(expected, message, re.S), message
+        return
+    rgb, got_valid = _read_through(entry, path, spec, tmp_path, shared_predictor, monkeypatch)
+    if rgb is None:  # check_dataset: no problem reported
+        return
+    assert rgb.shape == expected.shape and rgb.dtype == np.uint8
+    assert np.abs(rgb.astype(int) - expected.astype(int)).max() <= tolerance
+    if entry in ("training mapper", "test mapper", "Predictor"):
+        assert (got_valid is None) if valid is None else np.array_equal(got_valid, valid)
