@@ -150,7 +150,7 @@ def print_report(report: DatasetReport) -> None:
 def _fingerprint(name: str, records: Sequence[dict], classes: Sequence[str], ignore_value: int,
                  raster: RasterSettings, sample: int) -> str:
     h = hashlib.sha1()
-    h.update(json.dumps([name, list(classes), ignore_value, raster.as_dict(), sample, 2]).encode())
+    h.update(json.dumps([name, list(classes), ignore_value, raster.as_dict(), sample, 3]).encode())  # 3: band-stack and alpha rules
     for r in records:
         for path in (r["file_name"], r["sem_seg_file_name"]):
             try:
