@@ -21,6 +21,7 @@ from detectron2.utils import comm
 import ovrsis.modeling  # noqa: F401  (registers the meta-architecture)
 from ovrsis.checkpoint import OVRSISCheckpointer
 from ovrsis.engine import Trainer, launch, report_user_errors, run_preflight, setup_cfg
+from ovrsis.engine.cli import parse_args_with_overrides
 from ovrsis.evaluation import SUMMARY_KEYS
 
 logger = logging.getLogger("ovrsis")
@@ -89,8 +90,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = default_argument_parser()
-    args = parser.parse_args()
+    args = parse_args_with_overrides(default_argument_parser())  # KEY VALUE pairs may precede options
     timeout = report_user_errors(setup_cfg, args.config_file, args.opts).DIST.TIMEOUT_MINUTES
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,), timeout_minutes=timeout)

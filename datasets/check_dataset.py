@@ -15,7 +15,6 @@ suspicious ignore share. Exits with status 1 if any dataset has a problem.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)
@@ -24,6 +23,7 @@ from detectron2.data import DatasetCatalog
 from ovrsis.data.preflight import print_report, scan_registered
 from ovrsis.data.raster import RasterSettings
 from ovrsis.engine import report_user_errors, setup_cfg
+from ovrsis.engine.cli import split_overrides  # noqa: E402
 from ovrsis.errors import ConfigError, close_names
 
 
@@ -34,11 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default="", help="dataset root (default: DATASETS.ROOT, $DETECTRON2_DATASETS "
                                                    "or ./datasets)")
     parser.add_argument("--sample", type=int, default=0, help="check this many evenly spaced pairs (0 = all)")
-    args = parser.parse_args(argv)
-    # names come first; the first upper-case dotted word starts the config overrides
-    split = next((i for i, word in enumerate(args.datasets) if re.fullmatch(r"[A-Z][A-Z0-9_]*(\.\w+)+", word)),
-                 len(args.datasets))
-    args.datasets, overrides = args.datasets[:split], args.datasets[split:]
+    arguments, overrides = split_overrides(sys.argv[1:] if argv is None else argv)  # KEY VALUE pairs anywhere
+    args = parser.parse_args(arguments)
     if not args.datasets:
         parser.error("name at least one dataset before the config overrides")
     opts = overrides + (["DATASETS.ROOT", args.root] if args.root else [])

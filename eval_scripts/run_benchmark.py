@@ -37,6 +37,7 @@ from ovrsis.checkpoint import OVRSISCheckpointer
 from ovrsis.data.benchmarks import (PROTOCOLS, RECORDS, SUITES, InferenceProtocol, Suite, get_protocol, get_suite,
                                     inference_from_config)
 from ovrsis.engine import Trainer, launch, report_user_errors, setup_cfg
+from ovrsis.engine.cli import parse_args_with_overrides  # noqa: E402
 from ovrsis.modeling.meta_arch import vocabulary_of
 from ovrsis.modeling.text_templates import prompt_templates
 from ovrsis.evaluation import OpenVocabSemSegEvaluator
@@ -209,7 +210,7 @@ def print_catalog() -> None:
 
 
 def run(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = parse_args_with_overrides(build_parser(), argv)  # KEY VALUE pairs may precede options
     if args.list:
         print_catalog()
         return

@@ -23,6 +23,7 @@ from pathlib import Path
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.benchmarks import Suite
 from ovrsis.engine import setup_cfg
+from ovrsis.engine.cli import parse_args_with_overrides  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_benchmark  # noqa: E402
@@ -84,7 +85,7 @@ def main(argv=None) -> str:
     parser.add_argument("--output", help="output folder")
     parser.add_argument("--force", action="store_true", help="re-evaluate datasets that already have results")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = parser.parse_args(argv)
+    args = parse_args_with_overrides(parser, argv)  # KEY VALUE pairs may precede options
     title, metric, names = TABLES[args.table]
     tag = f"{args.table}_{args.method}" + (f"_{args.backbone}" if args.backbone else "")
     output = args.output or os.path.join("output", "segearth_ov", tag)

@@ -36,6 +36,7 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 
 from _common import DEFAULT_CONFIG, add_common_args, build, dummy_vocabulary, input_size, load_cfg, write_json
+from ovrsis.engine.cli import parse_args_with_overrides
 from ovrsis.modeling.cost.rotation import fuse_rotation_costs
 from ovrsis.modeling.cost.volume import cosine_cost
 from ovrsis.modeling.text_templates import prompt_templates
@@ -209,7 +210,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first (>= 1 keeps text encoding out)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     add_common_args(parser)
-    args = parser.parse_args(argv)
+    args = parse_args_with_overrides(parser, argv)  # KEY VALUE pairs may precede options
     if args.iters < 1 or args.warmup < 0 or (args.batch is not None and args.batch < 1):
         parser.error("--iters and --batch must be >= 1, --warmup >= 0")
     if args.threads:

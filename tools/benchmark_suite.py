@@ -36,6 +36,7 @@ import ovrsis  # noqa: F401  (compat shims first: before detectron2 and fvcore)
 import torch
 
 from _common import build, dummy_vocabulary, load_cfg, parse_size, write_json
+from ovrsis.engine.cli import parse_args_with_overrides
 from benchmark import bench_inference, bench_train
 from model_stats import flop_stats
 from ovrsis.modeling.precision import set_tf32
@@ -157,7 +158,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     parser.add_argument("--output-dir", default="output/benchmark_suite", help="where table.md/.csv/.json go")
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="config overrides applied to every config (e.g. tiny test models)")
-    args = parser.parse_args(argv)
+    args = parse_args_with_overrides(parser, argv)  # KEY VALUE pairs may precede options
     if args.device not in ("cuda", "cpu"):
         parser.error(f"--device must be cuda or cpu, got {args.device!r}")
     if args.device == "cuda" and not torch.cuda.is_available():

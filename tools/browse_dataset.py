@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 
 import numpy as np
@@ -27,6 +26,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from ovrsis.data import read_mask
 from ovrsis.data.raster import RasterSettings, dataset_percentiles, read_raster, to_rgb8
 from ovrsis.engine import report_user_errors, setup_cfg
+from ovrsis.engine.cli import split_overrides  # noqa: E402
 from ovrsis.errors import ConfigError, close_names
 from ovrsis.visualization import colorize, figure_with_legend, overlay, palette, save_figure
 
@@ -48,9 +48,7 @@ def record_settings(records: list, default: RasterSettings) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    key = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Za-z0-9_]+)+")
-    cut = next((i for i, word in enumerate(argv) if key.fullmatch(word)), len(argv))
+    arguments, overrides = split_overrides(sys.argv[1:] if argv is None else argv)  # KEY VALUE pairs anywhere
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Config overrides go last, as KEY VALUE pairs.")
     parser.add_argument("dataset", help="a registered dataset name")
@@ -59,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=None, help="first record index (default: evenly spaced)")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default: %(default)s)")
     parser.add_argument("--output", default="", help="PNG to write (default: browse_<dataset>.png)")
-    args = parser.parse_args(argv[:cut])
+    args = parser.parse_args(arguments)
     if args.num < 1:
         raise ConfigError(f"--num must be >= 1, got {args.num}")
-    cfg = setup_cfg(args.config_file, argv[cut:])
+    cfg = setup_cfg(args.config_file, overrides)
     registered = DatasetCatalog.list()
     if args.dataset not in registered:
         raise ConfigError(f"dataset {args.dataset!r} is not registered{close_names(args.dataset, registered)}; "

@@ -48,6 +48,7 @@ import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.raster import RASTER_EXTENSIONS, RasterError, dataset_percentiles
 from ovrsis.data.vocabulary import display_name
 from ovrsis.engine import report_user_errors
+from ovrsis.engine.cli import split_overrides  # noqa: E402
 from ovrsis.errors import ConfigError
 from ovrsis.export import (is_georeferenced, label_polygons, write_json, write_label_geotiff, write_label_png,
                            write_probability_geotiff)
@@ -82,14 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="leave regions smaller than N pixels out of the GeoJSON")
     parser.epilog = "Config overrides go last, as KEY VALUE pairs (e.g. MODEL.DEVICE cpu TEST.TILED.TILE 256)."
     return parser
-
-
-def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    """``(arguments, overrides)``: overrides start at the first upper-case dotted config key
-    (``MODEL.DEVICE``), so they can follow ``--classes`` without being taken for class names."""
-    key = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")
-    cut = next((i for i, word in enumerate(argv) if key.fullmatch(word)), len(argv))
-    return argv[:cut], argv[cut:]
 
 
 def expand_inputs(specs: list[str]) -> list[str]:

@@ -31,6 +31,7 @@ from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
 from _common import DEFAULT_CONFIG, add_common_args, build, dummy_vocabulary, input_size, load_cfg, write_json
+from ovrsis.engine.cli import parse_args_with_overrides
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -200,7 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--load-weights", action="store_true",
                         help="honour MODEL.CLIP.PRETRAINED / MODEL.WEIGHTS (default: random init, no files needed)")
     add_common_args(parser)
-    args = parser.parse_args(argv)
+    args = parse_args_with_overrides(parser, argv)  # KEY VALUE pairs may precede options
 
     cfg = load_cfg(args.config_file, [*args.opts, "MODEL.DEVICE", "cpu"], load_weights=args.load_weights)
     model = build(cfg)

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from ovrsis.engine import setup_cfg
+from ovrsis.engine.cli import parse_args_with_overrides  # noqa: E402
 from ovrsis.modeling.encoders.clip import CLIPEncoder
 from ovrsis.training_free.simfeatup import simfeatup_checkpoint
 from ovrsis.training_free.simfeatup_train import IMAGENET_MEAN, IMAGENET_STD, SimFeatUpTraining, build_optimizer
@@ -111,7 +112,7 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides (e.g. MODEL.DEVICE cpu)")
-    args = parser.parse_args(argv)
+    args = parse_args_with_overrides(parser, argv)  # KEY VALUE pairs may precede options
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train(args.images, args.output, args.config_file, args.opts, args.steps, args.batch, args.lr, args.size,
           args.workers, args.seed)
