@@ -39,7 +39,11 @@ if ! "$PY" -c "import detectron2" 2>/dev/null; then
   rm -rf "$work"
 fi
 
-pip_q --no-build-isolation --no-deps -e "$REPO"
+# Editable in "compat" mode: the clone goes on sys.path through a .pth file, so `import ovrsis`
+# finds the package even when Python runs in the folder holding the clone (a clone folder named
+# ovrsis/ would otherwise shadow it as a namespace package: the default editable finder comes after
+# the path search). tests/test_first_hour.py checks it.
+pip_q --no-build-isolation --no-deps -e "$REPO" --config-settings editable_mode=compat
 "$PY" -c "import ovrsis.compat, detectron2, open_clip, timm; print('[ovrsis] environment ready')"
 echo "$want" > "$STAMP"
 export PATH="$VENV/bin:$PATH"
