@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, 
 
 from ovrsis.errors import OVRSISError  # noqa: E402
 from ovrsis.sweep import spec as sweep_spec  # noqa: E402
-from ovrsis.sweep.execute import (RunTask, gpu_slots, job_finished, run_local, slurm_parameters,  # noqa: E402
-                                  submit_slurm, visible_gpus)
+from ovrsis.sweep.execute import (RunTask, check_backend, gpu_slots, job_finished, run_local,  # noqa: E402
+                                  slurm_parameters, submit_slurm, visible_gpus)
 from ovrsis.sweep.resolve import (base_config, check_config, check_evaluation, config_identity,  # noqa: E402
                                   evaluation_datasets, resolve_config, yaml_data)
 from ovrsis.sweep.state import (CHANGED, CONFIG_FILE, EVALUATE, FAILED, FINISHED, INTERRUPTED, NEW,  # noqa: E402
@@ -219,9 +219,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     gpus_per_run = args.gpus_per_run or sweep.gpus or 1
     gpus: list[str] = []
     settings: dict[str, Any] = {}
+    check_backend(args.backend, args.submitit_cluster)  # before the (slow) validation of the runs
     if args.backend == "local":
         gpus = [g for g in args.gpus.split(",") if g] if args.gpus is not None else visible_gpus()
         device = "cuda" if gpus else "cpu"
+        try:
+            slots = gpu_slots(gpus, gpus_per_run, args.jobs)
+        except ValueError as exc:
+            raise sweep_spec.SweepError(f"--gpus-per-run {gpus_per_run}: {exc}") from None
     else:
         settings = {**sweep.slurm, **{k: v for k, v in {
             "partition": args.partition, "time": args.time, "nodes": args.nodes, "gpus_per_node": args.gpus_per_node,
@@ -265,7 +270,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     if args.backend == "local":
-        slots = gpu_slots(gpus, gpus_per_run, args.jobs)
         by_name = {p.run.name: p for p in todo}
         tasks = [RunTask(p.run.name, p.run_dir, p.datasets, num_gpus=gpus_per_run if gpus else 1,
                          resume=args.resume and p.action in (INTERRUPTED, FAILED)) for p in todo]

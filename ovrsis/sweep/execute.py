@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
-from .spec import REPO_ROOT
+from .spec import REPO_ROOT, SweepError
 from .state import LOG_FILE, collect_results, log_tail, read_state, update_state
 
 SWEEP_SCRIPT = REPO_ROOT / "eval_scripts" / "sweep.py"
@@ -135,6 +135,32 @@ class RunLock:
 
 
 # ---------------------------------------------------------------------------- local backend
+def check_backend(backend: str, cluster: str = "slurm") -> None:
+    """A backend's prerequisites, checked before the runs are validated (building every row's model
+    takes minutes in a large sweep), so a sweep that cannot run stops at once and touches no run folder.
+
+    ``local`` needs nothing here (GPU counts: :func:`gpu_slots`, also before validation); ``slurm``
+    needs the submitit package and, for the real cluster (``cluster="slurm"``; not submitit's
+    ``local``/``debug`` test executors), the Slurm commands submitit calls: ``sbatch`` and ``srun``.
+
+    Raises:
+        SweepError: what is missing and what to do instead.
+    """
+    if backend != "slurm":
+        return
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        raise SweepError("--backend slurm needs the submitit package (pip install submitit)") from None
+    if cluster == "slurm":
+        import shutil
+
+        missing = [command for command in ("sbatch", "srun") if shutil.which(command) is None]
+        if missing:
+            raise SweepError(f"--backend slurm: no Slurm here ({' and '.join(missing)} not found on PATH). Run the "
+                             "sweep on the cluster's login node, or here with --backend local")
+
+
 def gpu_slots(gpus: Sequence[str], gpus_per_run: int, jobs: int) -> list[tuple[str, ...] | None]:
     """Disjoint GPU subsets for runs executing at once: ``len(gpus) // gpus_per_run`` of them (at
     most ``jobs``); without GPUs, ``jobs`` CPU slots (None).
