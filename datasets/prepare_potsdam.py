@@ -40,8 +40,8 @@ RGBIR_BANDS = (1, 2, 3)  # 4_Ortho_RGBIR band order: R, G, B, IR (ISPRS readme; 
 
 
 def find_sources(raw: RawDownload, labels: str = "noBoundary") -> list[Source]:
-    rgb = {p.stem[: -len("_RGB")]: p for p in raw.files("top_potsdam_*_RGB.tif")}
-    rgbir = {p.stem[: -len("_RGBIR")]: p for p in raw.files("top_potsdam_*_RGBIR.tif")}
+    rgb = raw.by_key(raw.files("top_potsdam_*_RGB.tif"), lambda p: p.stem[: -len("_RGB")], "images")
+    rgbir = raw.by_key(raw.files("top_potsdam_*_RGBIR.tif"), lambda p: p.stem[: -len("_RGBIR")], "images")
     raw.skip("4_Ortho_RGBIR tiles also present in 2_Ortho_RGB (the RGB file is used)",
              [rgbir.pop(k) for k in sorted(rgb.keys() & rgbir.keys())])
     suffix = LABEL_SUFFIX[labels]

@@ -457,5 +457,44 @@ def test_torchgeo_vaihingen_folder_zips_beside_their_extraction(tmp_path, capsys
     assert got["top_mosaic_09cm_area1_0_0"][0, [0, 200]].tolist() == [1, 3]
 
     (raw / "top" / "top_mosaic_09cm_area11.tif").unlink()  # a partial extraction: the zip is unpacked too
-    with pytest.raises(DatasetError, match=r"two raw images map to the output stem 'top_mosaic_09cm_area1'"):
-        run("prepare_vaihingen", "--raw", str(raw), "--root", str(tmp_path / "root2"), "--labels", "full")
+    run("prepare_vaihingen", "--raw", str(raw), "--root", str(tmp_path / "root2"), "--labels", "full")
+    assert "inside an archive there (same size): the extracted copy is read: 1 file(s)" in capsys.readouterr().out
+    assert len(masks(tmp_path / "root2", "v1_vaihingen_all")) == 2
+    save(raw / "top" / "top_mosaic_09cm_area11.tif", rgb(256, 256, seed=99)[:200])  # differs from the zip's copy
+    with pytest.raises(DatasetError, match=r"two raw images map to the output stem 'top_mosaic_09cm_area11'"):
+        run("prepare_vaihingen", "--raw", str(raw), "--root", str(tmp_path / "root3"), "--labels", "full")
+
+
+def test_torchgeo_potsdam_folder_partially_extracted_beside_its_zips(tmp_path, capsys):
+    """torchgeo's tests/data/potsdam: 4_Ortho_RGBIR.zip + 5_Labels_all.zip, and one file of each
+    extracted beside them (4_Ortho_RGBIR/top_potsdam_2_11_RGBIR.tif, top_potsdam_2_10_label.tif)."""
+    import rasterio
+
+    raw, root, tree = tmp_path / "raw", tmp_path / "root", tmp_path / "tree"
+    label = np.full((520, 520, 3), 255, np.uint8)
+    label[:, 300:] = C.ISPRS_COLOURS[1]
+    for tile in ("2_10", "2_11"):
+        (tree / "4_Ortho_RGBIR").mkdir(parents=True, exist_ok=True)
+        with rasterio.open(tree / "4_Ortho_RGBIR" / f"top_potsdam_{tile}_RGBIR.tif", "w", driver="GTiff", width=520,
+                           height=520, count=4, dtype="uint8") as dst:
+            dst.write(np.random.default_rng(1).integers(0, 256, (4, 520, 520), np.uint8))
+        save(tree / f"top_potsdam_{tile}_label.tif", label)
+    raw.mkdir()
+    with zipfile.ZipFile(raw / "4_Ortho_RGBIR.zip", "w") as zf:
+        for tile in ("2_10", "2_11"):
+            zf.write(tree / "4_Ortho_RGBIR" / f"top_potsdam_{tile}_RGBIR.tif", f"4_Ortho_RGBIR/top_potsdam_{tile}_RGBIR.tif")
+    with zipfile.ZipFile(raw / "5_Labels_all.zip", "w") as zf:
+        for tile in ("2_10", "2_11"):
+            zf.write(tree / f"top_potsdam_{tile}_label.tif", f"top_potsdam_{tile}_label.tif")
+    (raw / "4_Ortho_RGBIR").mkdir()
+    shutil.copy(tree / "4_Ortho_RGBIR" / "top_potsdam_2_11_RGBIR.tif", raw / "4_Ortho_RGBIR")
+    shutil.copy(tree / "top_potsdam_2_10_label.tif", raw)
+    run("prepare_potsdam", "--raw", str(raw), "--root", str(root), "--labels", "full")
+    assert "inside an archive there (same size): the extracted copy is read: 2 file(s)" in capsys.readouterr().out
+    assert len(masks(root, "v1_potsdam_all")) == 8
+
+    small = tmp_path / "small"  # torchgeo's own fixture tiles are 2x2: no 256 tile fits
+    save(small / "top_potsdam_2_10_RGB.tif", rgb(2, 2))
+    save(small / "top_potsdam_2_10_label_noBoundary.tif", np.full((2, 2, 3), 255, np.uint8))
+    with pytest.raises(DatasetError, match=r"no 256x256 tile fits in any of its 1 raw images \(largest 2x2\)"):
+        run("prepare_potsdam", "--raw", str(small), "--root", str(tmp_path / "root2"))

@@ -53,6 +53,7 @@ FLAG_KEY = "PREPARE"  # RasterSettings.key: its messages are rewritten to name t
 _FLAGS = {f"{FLAG_KEY}.BANDS": "--bands", f"{FLAG_KEY}.SCALING": "--scaling", f"{FLAG_KEY}.RANGE": "--range",
           f"{FLAG_KEY}.PERCENTILES": "--percentiles"}
 _EXAMPLES = 5
+BOTH = "files both extracted under --raw and inside an archive there (same size): the extracted copy is read"
 _LISTED = 15
 _MAGIC = {".png": (b"\x89PNG",), ".jpg": (b"\xff\xd8",), ".jpeg": (b"\xff\xd8",),
           ".tif": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"), ".tiff": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")}
@@ -87,7 +88,8 @@ class RawDownload:
         self._root = Path(root).resolve()
         self._listing: list[Path] | None = None
         self.pending: list[tuple[Archive, Path]] = []
-        self._virtual: dict[Path, tuple[Archive, str]] = {}
+        self._virtual: dict[Path, tuple[Archive, str, int]] = {}
+        self._unpacked: list[Path] = []
         base = self.raw if self.raw.is_dir() else self.raw.parent
         for archive in find_archives(self.raw):
             beside = extracted_beside(archive) if self.raw.is_dir() else None
@@ -97,12 +99,13 @@ class RawDownload:
             dest = Path(root, STATE_DIR, "unpacked", archive.path.parent.relative_to(base), archive.name)
             if dry_run and not is_unpacked(archive, dest):
                 self.pending.append((archive, dest))
-                for name in members(archive):
+                for name, size in members(archive).items():
                     if not any(_foreign(part) for part in Path(name).parts):
-                        self._virtual[dest / name] = (archive, name)
+                        self._virtual[dest / name] = (archive, name, size)
                 continue
             unpack(archive, dest)
             self.folders.append(dest)
+            self._unpacked.append(dest)
 
     def files(self, pattern: str = "*", under: str | None = None) -> list[Path]:
         """Files (sorted) whose name matches the glob ``pattern``, anywhere in the download;
@@ -128,13 +131,25 @@ class RawDownload:
     def read_text(self, path: Path) -> str:
         """A small text file of the download (split lists), also from a not-yet-unpacked archive."""
         if path in self._virtual:
-            archive, name = self._virtual[path]
+            archive, name, _ = self._virtual[path]
             if archive.kind == "tar":
                 with tarfile.open(archive.path) as tar:
                     return tar.extractfile(name).read().decode()
             with open_zip(archive) as zf:
                 return zf.read(name).decode()
         return path.read_text()
+
+    def from_archive(self, path: Path) -> bool:
+        """Whether ``path`` comes out of an archive (unpacked by us, or listed in a dry run)."""
+        return path in self._virtual or any(folder in path.parents for folder in self._unpacked)
+
+    def size(self, path: Path) -> int:
+        return self._virtual[path][2] if path in self._virtual else path.stat().st_size
+
+    def by_key(self, files: Iterable[Path], key: Callable[[Path], str], kind: str = "files") -> dict[str, Path]:
+        """``{key(file): file}``; a file both extracted and inside an archive here is read once
+        (counted), any other two files with one key are an error naming both."""
+        return _by_key(files, key, kind, self)
 
     def skip(self, quirk: str, paths: Iterable[Path]) -> None:
         """Leave ``paths`` out under the named release quirk (counted in the log)."""
@@ -468,7 +483,14 @@ def prepare(sources: Sequence[Source], targets: Sequence[Target], root: str | os
     print(f"{recipe}: converted {done} raw images, {skipped} already prepared")
     if raw is not None:
         raw.report()
-    for record in _unique_folders(t.record for t in targets if any(t.takes(s) for s in sources)):
+    fed = [t for t in targets if any(t.takes(s) for s in sources)]
+    for target in fed:
+        if target.tiling is not None and not os.path.isdir(target.record.folders(root)[1]):
+            sizes = [_image_size(str(s.image)) or (0, 0) for s in sources if target.takes(s)]
+            raise DatasetError(f"{target.dataset}: no {target.tiling.size}x{target.tiling.size} tile fits in any of "
+                               f"its {len(sizes)} raw images (largest {max(sizes)[0]}x{max(sizes)[1]}); the release's "
+                               "images are larger: a truncated or resampled download?")
+    for record in _unique_folders(t.record for t in fed):
         check_dataset(record, root)
 
 
@@ -767,6 +789,12 @@ def _by_key(files: Iterable[Path], key: Callable[[Path], str], kind: str, raw: R
     found: dict[str, Path] = {}
     for path in files:
         name = key(path)
+        if name in found and raw is not None and raw.from_archive(path) != raw.from_archive(found[name]) \
+                and raw.size(path) == raw.size(found[name]):  # a partial extraction beside its archive
+            extracted, packed = (found[name], path) if raw.from_archive(path) else (path, found[name])
+            raw.skip(BOTH, [packed])
+            found[name] = extracted
+            continue
         if name in found:
             problem = (f"two raw {kind} map to the output stem {name!r}: {found[name]} and {path} (the same release "
                        "twice under --raw, e.g. an archive next to a partial extraction of it? keep one)")
