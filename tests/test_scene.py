@@ -120,6 +120,23 @@ def test_streamed_equals_in_memory_tiled(predictors, tmp_path, panel_width, batc
     assert error.max() <= 0.5 / 254 + 1e-6
 
 
+@pytest.mark.parametrize("driver", ["COG", "JP2OpenJPEG", "VRT", "PNG"])
+def test_any_gdal_raster(predictor, tmp_path, driver):
+    """A cloud-optimised GeoTIFF, a lossless JPEG 2000, a VRT over a GeoTIFF and a PNG (all written
+    by GDAL from one GeoTIFF) are read window by window into the GeoTIFF's in-memory labels."""
+    from rasterio.shutil import copy
+
+    source = _write(tmp_path / "src.tif", _bands(100, 140))
+    suffix = {"COG": ".tif", "JP2OpenJPEG": ".jp2", "VRT": ".vrt", "PNG": ".png"}[driver]
+    options = {"JP2OpenJPEG": {"quality": 100, "reversible": "YES"}}.get(driver, {})
+    scene = str(tmp_path / f"scene{suffix}")
+    copy(source, scene, driver=driver, **options)
+    assert np.array_equal(_read(scene), _read(source))
+    result = predictor.predict_scene(scene, NAMES, str(tmp_path / "out"), SceneOptions(quicklook=0, panel_width=100),
+                                     progress=False)
+    assert np.array_equal(_read(result.outputs[0])[0], predictor.predict(source, NAMES).labels)
+
+
 @pytest.mark.parametrize("fmt,dtype,nodata", [("uint8", "uint8", 255), ("float16", "float32", None),
                                               ("float32", "float32", None)])
 def test_outputs_round_trip_as_valid_cogs(predictor, tmp_path, fmt, dtype, nodata):

@@ -30,6 +30,7 @@ percentile stretches use statistics from overviews or sampled windows, never a f
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -162,6 +163,8 @@ def main(args: argparse.Namespace, overrides: list[str], scenes: list[str]) -> i
     from ovrsis.scene.evaluate import write_metrics
     from ovrsis.scene.predict import peak_rss_mb
 
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("ovrsis.scene").setLevel(logging.INFO)  # the scene evaluation's tables
     rank, world = comm.get_rank(), comm.get_world_size()
     device = args.device
     if device is None and world > 1 and torch.cuda.is_available():

@@ -75,7 +75,8 @@ def write_metrics(path: str, confusion: np.ndarray, class_names: Sequence[str], 
     evaluator's tables and written to ``path`` as JSON (with the confusion matrix); returns them."""
     res = segmentation_metrics(confusion, list(class_names), list(seen) or None, list(unseen) or None)
     logger.info("Semantic segmentation of %s:\n%s", title,
-                metrics_tables(res, class_names, seen, unseen, "scene (stored resolution, TEST.TILED tiles)"))
+                metrics_tables(res, class_names, seen, unseen, "scene",
+                               "streamed at the stored resolution, TEST.TILED tiles blended as the tiled protocol"))
     write_json(path, json_safe({"scene": title, "metrics": res, "class_names": list(class_names),
                                 "seen_classes": list(seen), "unseen_classes": list(unseen),
                                 "ignore_label": ignore_value, "confusion_matrix_gt_rows": confusion.tolist()}))
