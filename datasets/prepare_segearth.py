@@ -76,9 +76,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--dataset", nargs="+", choices=sorted(LAYOUTS), default=sorted(LAYOUTS),
                             help="sets to prepare (default: all eight)")
     args = parse_args(__doc__, argv, extra)
-    for name in args.dataset:
+    raw = open_raw(args, "")
+    for name in args.dataset:  # one listing of data/, the expected layout per set
         image_dir, label_dir = LAYOUTS[name][:2]
-        raw = open_raw(args, f"SegEarth-OV's data/ after its converters: {image_dir}/* with {label_dir}/*")
+        raw.expected = f"SegEarth-OV's data/ after its converters: {image_dir}/* with {label_dir}/*"
         prepare(sources(name, raw), [Target(name, label_map(name))], args.root, f"segearth-{name}", raw=raw)
 
 

@@ -310,6 +310,7 @@ def loveda_raw(raw: Path, image: np.ndarray) -> Path:
 @pytest.mark.parametrize("case, flags, refused", [
     ("uint16 rgb", (), r"uint16 values.*--scaling"),
     ("uint16 rgb", ("--scaling", "fixed", "--range", "0", "65535"), None),
+    ("uint16 rgb", ("--scaling", "percentile_dataset", "--percentiles", "0", "100"), None),
     ("single band", (), r"single band.*--bands 1"),
     ("single band", ("--bands", "1"), None),
     ("rgb + alpha holding data", (), r"--bands"),
@@ -329,6 +330,10 @@ def test_images_go_through_the_runtime_reader(case, flags, refused, tmp_path):
         return
     run("prepare_loveda", "--raw", str(raw), "--root", str(root), *flags)
     written = images(root, "v1_loveda_all")["3514"]
+    if "percentile_dataset" in flags:  # the 0th/100th percentiles of the one image: min/max per band
+        lo, hi = image.min(axis=(0, 1)), image.max(axis=(0, 1))
+        assert (written == np.rint((image - lo) / (hi - lo) * 255).astype(np.uint8)).all()
+        return
     expected = {"uint16 rgb": lambda: np.rint(image / 65535 * 255).astype(np.uint8),
                 "single band": lambda: np.repeat(image[..., None], 3, axis=2),
                 "rgb + alpha holding data": lambda: image[..., [2, 1, 0]]}[case]()

@@ -179,11 +179,13 @@ class RawDownload:
         return "\n".join(lines)
 
     def report(self) -> None:
+        """Print the quirks handled since the last report (one line per quirk), then forget them."""
         for quirk, paths in self.skipped.items():
             print(f"release quirk handled: {quirk}: {len(paths)} file(s) left out "
                   f"(e.g. {[p.name for p in paths[:3]]})")
         for quirk, paths in self.noted.items():
             print(f"release quirk handled: {quirk}: {len(paths)} file(s) (e.g. {[p.name for p in paths[:3]]})")
+        self.skipped, self.noted = {}, {}
 
 
 def _foreign(name: str) -> bool:
@@ -465,8 +467,12 @@ def prepare(sources: Sequence[Source], targets: Sequence[Target], root: str | os
     if dry_run if dry_run is not None else (raw is not None and raw.dry_run):
         _dry_run(sources, targets, root, recipe, raw)
         return
-    if settings.scaling == "percentile_dataset":
-        stats = dataset_percentiles([str(s.image) for s in sources], settings)
+    if settings.scaling == "percentile_dataset":  # one stretch for the whole release, from a sample of it
+        sample = replace(settings, bands=settings.bands or sources[0].bands)
+        try:
+            stats = dataset_percentiles([str(s.image) for s in sources], sample)
+        except RasterError as err:
+            raise DatasetError(_flag_message(str(err))) from err
         settings = replace(settings, dataset_stats=stats)
     done = skipped = 0
     for source in tqdm(sources, desc=recipe, unit="image", file=sys.stdout, mininterval=2):
