@@ -363,3 +363,24 @@ def test_tool_inputs(tool, tmp_path):
     truth = _write(tmp_path / "gt" / "a.tif", _bands(20, 20)[:1])
     assert tool.label_raster(str(tmp_path / "gt"), scenes[0]) == truth
     assert tool.label_raster(truth, scenes[1]) == truth and tool.label_raster(None, scenes[0]) is None
+
+
+def test_slurm_jobs_get_chunks_of_scenes_and_the_run_arguments(tool, tmp_path):
+    """--slurm submits one submitit job per chunk of scenes (here submitit's debug executor, which
+    runs nothing until asked): each job runs this tool on its scenes with every argument but the
+    Slurm ones, and requeues itself when preempted."""
+    import submitit
+
+    scenes = [_write(tmp_path / f"{n}.tif", _bands(20, 20)) for n in "abc"]
+    argv = [str(tmp_path / "*.tif"), "--config-file", QUICKSTART, "--classes", "a", "b", "--output",
+            str(tmp_path / "o"), "--slurm", "debug", "--jobs", "2", "--slurm-time", "1:00:00", "--probabilities",
+            "MODEL.DEVICE", "cpu"]
+    arguments, _ = tool.split_overrides(argv)
+    args = tool.build_parser().parse_args(arguments)
+    jobs = tool.submit(args, argv, tool.expand_scenes(args.inputs))
+    calls = [job.submission().function for job in jobs]
+    assert [c.argv[:2] for c in calls] == [(scenes[0], scenes[2]), (scenes[1], "--config-file")]
+    rest = ["--config-file", QUICKSTART, "--classes", "a", "b", "--output", str(tmp_path / "o"), "--probabilities",
+            "MODEL.DEVICE", "cpu"]
+    assert list(calls[0].argv[2:]) == rest and list(calls[1].argv[1:]) == rest
+    assert isinstance(calls[0].checkpoint(), submitit.helpers.DelayedSubmission)
