@@ -7,6 +7,7 @@ through untouched. Nothing else belongs here.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 import types
 import warnings
@@ -50,6 +51,26 @@ def _install_c_placeholder() -> None:
     sys.modules["detectron2._C"] = module
 
 
+class _DropMessages(logging.Filter):
+    """Drop log records whose message holds one of ``texts``."""
+
+    def __init__(self, *texts: str) -> None:
+        super().__init__()
+        self.texts = texts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in self.texts)
+
+
+def _filter_log_noise() -> None:
+    """Notices printed on every command that ask nothing of the user: detectron2's "Config ... has
+    no VERSION" (every ovrsis config is of the current version) and torch's "No CUDA runtime is
+    found" (printed when CUDA_HOME exists on a machine without a GPU; CPU runs need no CUDA)."""
+    logging.getLogger("detectron2.config.compat").addFilter(_DropMessages("has no VERSION"))
+    logging.getLogger("torch.utils.cpp_extension").addFilter(_DropMessages("No CUDA runtime is found"))
+
+
 def _filter_warnings() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"fvcore(\..*)?")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"detectron2(\..*)?")
@@ -60,3 +81,4 @@ def _filter_warnings() -> None:
 
 _install_c_placeholder()
 _filter_warnings()
+_filter_log_noise()

@@ -55,6 +55,7 @@ import cv2
 import numpy as np
 
 from ..errors import DatasetError
+from ..once import log_once
 
 logger = logging.getLogger(__name__)
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # decode failures are raised, not printed
@@ -62,7 +63,6 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # decode fail
 OPENCV_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 RASTER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".jp2", ".j2k", ".img", ".vrt")
 SCALINGS = ("auto", "fixed", "percentile", "percentile_dataset")
-_logged: set = set()
 
 
 class RasterError(DatasetError):
@@ -512,6 +512,5 @@ def _valid_mask(rgb: np.ndarray, info: RasterInfo, settings: Optional[RasterSett
 
 
 def _log_once(key: tuple, message: str, *args: Any) -> None:
-    if key not in _logged:
-        _logged.add(key)
-        logger.warning(message, *args)
+    """Warn once per run, however many processes (ranks, data-loader workers, pre-flight) read images."""
+    log_once(logger, f"ovrsis.data.raster:{key!r}", logging.WARNING, message, *args)

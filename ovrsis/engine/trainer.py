@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import os
@@ -336,4 +337,9 @@ def create_ddp_model(model: torch.nn.Module, **kwargs: Any) -> torch.nn.Module:
     if comm.get_world_size() == 1:
         return model
     device_ids = [comm.get_local_rank()] if next(model.parameters()).is_cuda else None
-    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False, **kwargs)
+    # buffers are not re-broadcast every forward (detectron2's choice); newer torch names the switch
+    # forward_sync_buffers and warns (FutureWarning, once per rank) about broadcast_buffers
+    no_sync = ({"forward_sync_buffers": False}
+               if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+               else {"broadcast_buffers": False})
+    return DistributedDataParallel(model, device_ids=device_ids, **no_sync, **kwargs)

@@ -9,11 +9,12 @@ by vocabulary *and* weights, so a cached embedding is never stale.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +91,23 @@ class SplitQKVAttention(nn.Module):
 
 
 QUICK_GELU_ALPHA = 1.702
+
+
+@contextlib.contextmanager
+def _without_random_init_notice() -> Iterator[None]:
+    """Silence open_clip's "No pretrained weights loaded ... initialized randomly" for a build with
+    ``pretrained=None``: the weights come next (``PRETRAINED``, then ``MODEL.WEIGHTS``), and the
+    notice printed right before a checkpoint loads misled users."""
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "initialized randomly" not in record.getMessage()
+
+    root, drop = logging.getLogger(), _Drop()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def run_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -203,7 +221,8 @@ class CLIPEncoder(nn.Module):
             if "{}" not in template:
                 raise ValueError(f"prompt template {template!r} has no '{{}}' placeholder")
         _register_bundled_configs()
-        model = open_clip.create_model(arch, pretrained=None)
+        with _without_random_init_notice():  # PRETRAINED, MODEL.WEIGHTS or the trainer say what is loaded
+            model = open_clip.create_model(arch, pretrained=None)
         if pretrained:
             self._load_pretrained(model, arch, pretrained, allow_download)
         self.tokenizer = open_clip.get_tokenizer(arch)
