@@ -270,15 +270,15 @@ def loss_ignore_value(cfg: CfgNode) -> int:
     """The one ignore value of a run, from mapper to loss: the training datasets'
     ``IGNORE_VALUE`` (``DATASETS.TRAIN[0]``'s registration; the training mapper checks that the
     others agree). ``MODEL.LOSS.IGNORE_VALUE`` -1 takes it; any other value must equal it.
-    Without training datasets: ``MODEL.LOSS.IGNORE_VALUE``, or 255 for -1.
+    Without a registered training dataset: ``MODEL.LOSS.IGNORE_VALUE``, or 255 for -1.
 
     Raises:
         ConfigError: ``MODEL.LOSS.IGNORE_VALUE`` contradicting the training dataset's.
     """
     declared = int(cfg.MODEL.LOSS.IGNORE_VALUE)
-    if not cfg.DATASETS.TRAIN:
+    name = cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else None
+    if name is None or name not in MetadataCatalog.list():  # nothing to train on (evaluation, Predictor)
         return declared if declared >= 0 else 255
-    name = cfg.DATASETS.TRAIN[0]
     registered = int(MetadataCatalog.get(name).get("ignore_label", 255))
     if declared >= 0 and declared != registered:
         raise ConfigError(
