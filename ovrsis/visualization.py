@@ -6,8 +6,10 @@ matplotlib's object API (:class:`~matplotlib.figure.Figure` with the Agg canvas)
 ``pyplot``, so it works headless and does not touch a caller's interactive backend.
 
 Conventions: images are uint8 RGB (H, W, 3); label maps are integer (H, W) class ids in the
-order of the vocabulary, with ``ignore`` (default 255) drawn black; legends show each class's
-display name (its first sub-prompt, :func:`ovrsis.data.vocabulary.display_name`).
+order of the vocabulary, with ``ignore`` (default 255) drawn black; class colours come from
+:func:`class_colors` (by class name: water blue, vegetation green, ...; a palette otherwise);
+every picture of labels has a legend with each class's display name (its first sub-prompt,
+:func:`ovrsis.data.vocabulary.display_name`), every picture of scores a colour bar.
 """
 from __future__ import annotations
 
@@ -43,6 +45,55 @@ def palette(num_classes: int) -> np.ndarray:
         lightness = 0.45 if i % 2 else 0.65
         extra.append([round(255 * c) for c in colorsys.hls_to_rgb(hue, lightness, 0.75)])
     return np.concatenate([base, np.asarray(extra, np.uint8)])
+
+
+# Colours that fit what a class is (vegetation green, water blue, ...), looked up by the words of
+# its display name; the first entry whose word occurs wins. RGB.
+SEMANTIC_COLORS: tuple = (
+    (("water", "river", "lake", "sea", "ocean", "pond", "reservoir", "canal", "wetland"), (31, 119, 200)),
+    (("low vegetation", "grass", "meadow", "lawn", "pasture", "rangeland", "shrub"), (140, 200, 70)),
+    (("tree", "forest", "woodland"), (20, 110, 40)),
+    (("vegetation", "agricultur", "farmland", "cropland", "crop", "field", "plant"), (60, 170, 60)),
+    (("bare soil", "barren", "soil", "sand", "desert", "bare", "dirt"), (190, 150, 90)),
+    (("building", "roof", "house", "built-up", "urban"), (200, 40, 40)),
+    (("road", "street", "highway", "impervious", "pavement", "parking", "railway", "runway"), (128, 128, 128)),
+    (("car", "vehicle", "truck", "bus", "ship", "boat", "plane", "airplane"), (240, 200, 0)),
+    (("cloud", "snow", "ice"), (235, 235, 245)),
+    (("shadow",), (40, 40, 60)),
+    (("clutter", "background", "other", "unlabeled"), (90, 60, 120)),
+)
+
+
+def class_colors(class_names: Sequence[str]) -> np.ndarray:
+    """(T, 3) uint8 colours for a vocabulary, fitting each class where the table knows it
+    (:data:`SEMANTIC_COLORS`: water blue, vegetation greens, buildings red, roads grey, ...), else
+    the next :func:`palette` colour not taken yet; a colour is never given to two classes (a second
+    class matching the same entry gets a darker, then a lighter shade of it)."""
+    chosen: list = [None] * len(class_names)
+    taken: set = set()
+    for i, name in enumerate(class_names):
+        words = display_name(name).lower()
+        entry = next((color for keys, color in SEMANTIC_COLORS if any(key in words for key in keys)), None)
+        if entry is None:
+            continue
+        rgb = np.asarray(entry, np.float64)
+        shades = [rgb, 0.65 * rgb, rgb + 0.45 * (255 - rgb), 0.4 * rgb, rgb + 0.7 * (255 - rgb)]
+        for shade in (tuple(int(round(v)) for v in c) for c in shades):
+            if shade not in taken:
+                chosen[i] = shade
+                taken.add(shade)
+                break
+    spare = [tuple(int(v) for v in c) for c in palette(len(class_names) + 2 * len(SEMANTIC_COLORS) + 20)]
+
+    def distinct(color: tuple) -> bool:  # not within 60 (RGB distance) of a colour in use
+        return all(sum((a - b) ** 2 for a, b in zip(color, other)) >= 60 ** 2 for other in taken)
+
+    for i, color in enumerate(chosen):
+        if color is None:
+            color = next((c for c in spare if distinct(c)), None) or next(c for c in spare if c not in taken)
+            chosen[i] = color
+            taken.add(color)
+    return np.asarray(chosen, np.uint8).reshape(len(class_names), 3)
 
 
 def colorize(labels: np.ndarray, colors: np.ndarray, ignore: int = 255) -> np.ndarray:
@@ -81,6 +132,22 @@ def heatmap(probabilities: np.ndarray, cmap: str = "viridis") -> np.ndarray:
     (fixed 0..1 range, so heat-maps of different classes and images compare)."""
     values = np.clip(np.nan_to_num(np.asarray(probabilities, np.float32)), 0.0, 1.0)
     return (colormaps[cmap](values)[..., :3] * 255).round().astype(np.uint8)
+
+
+def heatmap_figure(probabilities: np.ndarray, title: str, cmap: str = "viridis", tile_inches: float = 4.0) -> Figure:
+    """One class's scores (H, W) through ``cmap`` over the fixed range 0..1, with a colour bar and
+    ``title`` (e.g. the class name): a heat-map reads without knowing the colour map."""
+    values = np.clip(np.nan_to_num(np.asarray(probabilities, np.float32)), 0.0, 1.0)
+    height, width = values.shape
+    fig = Figure(figsize=(tile_inches * width / max(height, width) + 1.0, tile_inches * height / max(height, width) + 0.5),
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    shown = ax.imshow(values, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02, label="score").ax.tick_params(labelsize=7)
+    return fig
 
 
 def legend_handles(class_names: Sequence[str], colors: np.ndarray,
@@ -209,10 +276,12 @@ def curves_figure(runs: Mapping[str, Mapping[str, Sequence[tuple]]], keys: Seque
 
 
 def panels_figure(rows: Sequence[Sequence[Optional[tuple]]], row_labels: Sequence[str] = (),
-                  tile_inches: float = 1.9, title: str = "") -> Figure:
+                  tile_inches: float = 1.9, title: str = "",
+                  legend: Optional[tuple] = None) -> Figure:
     """A grid of panels: ``rows[i][j]`` is ``(array, title, cmap, vmin, vmax)`` or ``None`` (empty).
     RGB arrays (H, W, 3) are drawn as they are; 2-D arrays through ``cmap`` within ``[vmin, vmax]``
-    with a colour bar. ``row_labels`` go on the left of each row."""
+    with a colour bar. ``row_labels`` go on the left of each row. ``legend``: ``(class_names,
+    colors)`` of the label-map panels, drawn below the grid."""
     columns = max((len(r) for r in rows), default=1)
     fig = Figure(figsize=(tile_inches * columns + 0.6, tile_inches * len(rows) + 0.4), layout="constrained")
     FigureCanvasAgg(fig)
@@ -232,6 +301,10 @@ def panels_figure(rows: Sequence[Sequence[Optional[tuple]]], row_labels: Sequenc
             if array.ndim == 2:
                 fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
             ax.set_title(panel_title, fontsize=7)
+    if legend is not None:
+        names, colors = legend
+        fig.legend(handles=legend_handles(names, colors), loc="outside lower center",
+                   ncol=max(1, min(len(names), columns * 2, 8)), fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
     return fig

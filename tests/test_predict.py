@@ -24,7 +24,7 @@ import torch
 import ovrsis
 from ovrsis.data.raster import RasterError, RasterSettings
 from ovrsis.errors import ConfigError
-from ovrsis.visualization import palette
+from ovrsis.visualization import class_colors, palette
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
@@ -192,7 +192,7 @@ def test_demo_geotiff_round_trip_and_outputs(tools, checkpoint, predictor, tmp_p
     with rasterio.open(out / "scene_labels.tif") as src:
         assert src.crs == crs and src.transform == transform and (src.height, src.width) == (40, 56)
         assert np.array_equal(src.read(1), expected.labels.astype(np.uint8))
-        assert src.colormap(1)[0][:3] == tuple(palette(3)[0].tolist())
+        assert src.colormap(1)[0][:3] == tuple(class_colors(["water", "tree", "building"])[0].tolist())
     with rasterio.open(out / "scene_probabilities.tif") as src:
         assert src.crs == crs and src.count == 3 and src.descriptions == ("water", "tree", "building")
         assert np.allclose(src.read(), expected.probabilities.numpy())

@@ -28,7 +28,7 @@ from ovrsis.data.raster import RasterSettings, dataset_percentiles, read_raster,
 from ovrsis.engine import report_user_errors, setup_cfg
 from ovrsis.engine.cli import split_overrides  # noqa: E402
 from ovrsis.errors import ConfigError, close_names
-from ovrsis.visualization import colorize, figure_with_legend, overlay, palette, save_figure
+from ovrsis.visualization import class_colors, colorize, figure_with_legend, overlay, save_figure
 
 
 def record_settings(records: list, default: RasterSettings) -> dict:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--start {args.start} is past the dataset's {len(records)} records")
     chosen = [records[i] for i in picked]
     settings = record_settings(chosen, RasterSettings.from_config(cfg.INPUT.RASTER))
-    colors = palette(len(names))
+    colors = class_colors(names)
     images, titles = [], []
     for j, (index, record) in enumerate(zip(picked, chosen)):
         array, info = read_raster(record["file_name"])

@@ -53,7 +53,7 @@ from ovrsis.errors import ConfigError
 from ovrsis.export import (is_georeferenced, label_polygons, write_json, write_label_geotiff, write_label_png,
                            write_probability_geotiff)
 from ovrsis.predictor import Prediction, Predictor
-from ovrsis.visualization import colorize, figure_with_legend, heatmap, overlay, palette, save_figure
+from ovrsis.visualization import class_colors, colorize, figure_with_legend, heatmap_figure, overlay, save_figure
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +152,7 @@ def write_outputs(result: Prediction, stem: str, output: str, colors: np.ndarray
         probs = result.probabilities.numpy()
         for i, name in enumerate(names):
             written.append(os.path.join(output, f"{stem}_heat_{i:02d}_{safe_name(name)}.png"))
-            cv2.imwrite(written[-1], heatmap(probs[i])[:, :, ::-1])
+            save_figure(heatmap_figure(probs[i], f"{display_name(name)}: score"), written[-1])
     if args.probabilities:
         if result.info is None or result.info.transform is None:
             from affine import Affine
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     raster = predictor.raster
     if raster.scaling == "percentile_dataset":
         raster = dataclasses.replace(raster, dataset_stats=dataset_percentiles(files, raster))
-    colors = palette(len(names))
+    colors = class_colors(names)
     os.makedirs(args.output, exist_ok=True)
     write_json(os.path.join(args.output, "classes.json"),
                [{"id": i, "class": n, "color": colors[i].tolist()} for i, n in enumerate(names)])

@@ -36,7 +36,7 @@ from ovrsis.data.vocabulary import display_name  # noqa: E402
 from ovrsis.engine import report_user_errors  # noqa: E402
 from ovrsis.errors import ConfigError  # noqa: E402
 from ovrsis.predictor import Predictor  # noqa: E402
-from ovrsis.visualization import colorize, palette, panels_figure, save_figure  # noqa: E402
+from ovrsis.visualization import class_colors, colorize, panels_figure, save_figure  # noqa: E402
 
 
 def capture_model_view(predictor: Predictor, image: str, class_names: list) -> dict:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     view = capture_model_view(predictor, args.image, args.classes)
     result = view["prediction"]
     names = result.class_names
-    colors = palette(len(names))
+    colors = class_colors(names)
     cost, embedding, decoder = view["cost"].mean(dim=1), view["embedding"].norm(dim=1), view["decoder"]
     rotations = predictor.model.rotations
     views = cost.shape[0]
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 (result.probabilities[t].numpy(), "final", "viridis", 0.0, 1.0)]
         rows.append(row)
     labels = [""] + [display_name(names[t]) for t in shown]
-    fig = panels_figure(rows, labels, title=f"{Path(args.image).name}: {type(predictor.model).__name__}, "
+    fig = panels_figure(rows, labels, legend=(names, colors), title=f"{Path(args.image).name}: {type(predictor.model).__name__}, "
                                              f"grid {tuple(cost.shape[-2:])}, rotations {list(rotations)}")
     save_figure(fig, args.output)
     print(f"wrote {args.output} ({len(shown)} of {len(names)} classes)")

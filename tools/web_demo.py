@@ -44,7 +44,7 @@ from ovrsis.data.vocabulary import display_name  # noqa: E402
 from ovrsis.engine import report_user_errors  # noqa: E402
 from ovrsis.errors import OVRSISError  # noqa: E402
 from ovrsis.predictor import Predictor  # noqa: E402
-from ovrsis.visualization import figure_png, figure_with_legend, overlay, palette  # noqa: E402
+from ovrsis.visualization import class_colors, figure_png, figure_with_legend, overlay  # noqa: E402
 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
@@ -239,7 +239,7 @@ class DemoServer(ThreadingHTTPServer):
                 result = self.predictor.predict(path, class_names, raster)
             except RasterError as err:
                 raise RasterError(for_the_browser(str(err), upload, path)) from None
-        colors = palette(len(result.class_names))
+        colors = class_colors(result.class_names)
         fig = figure_with_legend([overlay(result.image, result.labels, colors)], ["prediction"],
                                  result.class_names, colors, tile_inches=5.0)
         shares = np.bincount(result.labels.ravel(), minlength=len(result.class_names)) / result.labels.size
