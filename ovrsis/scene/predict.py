@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..data.raster import RasterSettings
+from ..export import write_json
 from ..modeling.tiling import TileScorer, TilingSettings, blend_tile, score_tiles
 from ..visualization import palette
 from .evaluate import SceneEvaluation, write_metrics
@@ -357,13 +358,13 @@ def run_scene(score: TileScorer, class_names: Sequence[str], path: str, output: 
             rasters = _assemble(paths, info, names, colors, options, plan, evaluation, rank, world)
         if rank == 0:
             rasters.finalise()
-            from ..export import write_json
-
             write_json(paths.record, {"signature": sig, "scene": path, "outputs": rasters.targets(),
                                       "height": info.height, "width": info.width,
                                       "seconds": round(time.perf_counter() - start, 2)})
-            for r in range(world):
-                os.remove(paths.state(f".rank{r}of{world}" if world > 1 else ""))
+            for r in range(world):  # a process without panels of its own never wrote one
+                state = paths.state(f".rank{r}of{world}" if world > 1 else "")
+                if os.path.exists(state):
+                    os.remove(state)
     if rank != 0:  # a process sharing the scene: process 0 writes and reports it
         if evaluation is not None:
             evaluation.close()
