@@ -11,12 +11,14 @@ validation splits (``aeroseg_<set>_val``) are the prepared val folders with all 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.benchmarks.catalog import RECORDS
 from ovrsis.data.prepare import IdMap, Source, Target, check_dataset, parse_args, prepare
 from ovrsis.data.folder_dataset import load_folder_dataset
+from ovrsis.engine import report_user_errors
 
 # seen-only training split → the all-class training split it is derived from
 DERIVED_FROM = {"aeroseg_isaid_train_seen": "v1_isaid_train", "aeroseg_dlrsd_train_seen": "v1_dlrsd_train",
@@ -41,4 +43,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

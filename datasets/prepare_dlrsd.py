@@ -23,12 +23,14 @@ a hash of the stem. For comparable numbers, use the benchmark package and run
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import replace
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.benchmarks.classes import DLRSD_CLASSES, DLRSD_COLOURS
 from ovrsis.data.prepare import (ColourMap, IdMap, IdsOrColours, RawDownload, Source, Target,
                                  add_unknown_colour_option, open_raw, pair_by_stem, parse_args, prepare)
+from ovrsis.engine import report_user_errors
 
 EXPECTED = ("UCMerced_LandUse.zip (UCMerced_LandUse/Images/<class>/<class><NN>.tif) and DLRSD.zip "
             "(DLRSD/Images/<class>/<class><NN>.png: index labels 1-17, or colour-coded RGB), zipped or extracted")
@@ -57,4 +59,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

@@ -27,6 +27,7 @@ from stems to pair):
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from ovrsis.data.benchmarks.classes import INRIA_TEST_TILES
 from ovrsis.data.folder_dataset import DatasetError
 from ovrsis.data.prepare import RawDownload, Source, Target, Threshold, Tiling, open_raw, pair_by_stem, parse_args, \
     prepare
+from ovrsis.engine import report_user_errors
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
@@ -111,4 +113,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

@@ -9,8 +9,11 @@ mixed in. The script copies and checks them.
 """
 from __future__ import annotations
 
+import sys
+
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.prepare import Target, open_raw, parse_args, prepare, split_folder_pairs
+from ovrsis.engine import report_user_errors
 
 EXPECTED = "FAST/val/images/*.png with FAST/val/semlabels/gray/*.png (a train/ beside val/ is not read)"
 
@@ -23,4 +26,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

@@ -10,10 +10,12 @@ overrides) and ``<domain>/<zone>/msk/MSK_<n>.tif`` (raw ids 1-19, FLAIR's class 
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.prepare import IdMap, RawDownload, Source, Target, open_raw, pair_by_stem, parse_args, prepare
+from ovrsis.engine import report_user_errors
 
 EXPECTED = ("flair_aerial_test.zip (<domain>/<zone>/img/IMG_<n>.tif, 5 bands) and flair_1_labels_test.zip "
             "(<domain>/<zone>/msk/MSK_<n>.tif, ids 1-19), zipped or extracted")
@@ -37,4 +39,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

@@ -7,8 +7,11 @@ Labels are index masks 0-9 (FloodNet's class table) used unchanged; GSNet ignore
 """
 from __future__ import annotations
 
+import sys
+
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.prepare import Target, open_raw, pair_by_stem, parse_args, prepare
+from ovrsis.engine import report_user_errors
 
 EXPECTED = "{val,test}/{val,test}-org-img/*.jpg with {val,test}/{val,test}-label-img/*_lab.png, zipped or extracted"
 
@@ -25,4 +28,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

@@ -19,10 +19,13 @@ comparable numbers.
 """
 from __future__ import annotations
 
+import sys
+
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.benchmarks.classes import ISAID_BACKGROUND, ISAID_COLOURS
 from ovrsis.data.prepare import (ColourMap, RawDownload, Source, Target, Tiling, add_unknown_colour_option,
                                  open_raw, pair_by_stem, parse_args, prepare, split_of)
+from ovrsis.engine import report_user_errors
 
 EXPECTED = ("{train,val}/images/part<k>.zip (DOTA-v1.0: P<id>.png) and {train,val}/Semantic_masks/images.zip "
             "(P<id>_instance_color_RGB.png), zipped or extracted")
@@ -53,4 +56,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

@@ -10,8 +10,11 @@ ids 0-39 with 0 = background, GSNet's ignore value; the script copies and checks
 """
 from __future__ import annotations
 
+import sys
+
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.prepare import Target, open_raw, pair_by_stem, parse_args, prepare
+from ovrsis.engine import report_user_errors
 
 EXPECTED = "LD50KSplit.z01 … LD50KSplit.zip (split zip) or extracted: TR_Image/*.png with GT_ID/*.png"
 
@@ -24,4 +27,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

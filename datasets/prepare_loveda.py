@@ -11,9 +11,12 @@ the benchmark's ``all``: UAVid + UDD5 + LoveDA + VDD hold 3,232 images together 
 """
 from __future__ import annotations
 
+import sys
+
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.prepare import (RawDownload, Source, Target, add_splits_option, open_raw, pair_by_stem, parse_args,
                                  prepare, shifted_ids, split_of)
+from ovrsis.engine import report_user_errors
 
 EXPECTED = ("Train.zip / Val.zip → {Train,Val}/{Urban,Rural}/images_png/<n>.png with .../masks_png/<n>.png "
             "(index masks 0-7), zipped or extracted")
@@ -37,4 +40,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

@@ -24,11 +24,13 @@ Any other unpaired file is an error listing it.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.prepare import (RawDownload, Source, Target, Tiling, add_splits_option, open_raw, pair_by_stem,
                                  parse_args, prepare, shifted_ids)
+from ovrsis.engine import report_user_errors
 
 EXPECTED = ("OpenEarthMap_wo_xBD/<region>/images/<region>_<n>.tif with .../labels/<region>_<n>.tif, and train.txt, "
             "val.txt, test.txt, xbd_files.csv at its top (OpenEarthMap.zip, zipped or extracted)")
@@ -74,4 +76,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

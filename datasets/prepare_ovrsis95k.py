@@ -9,8 +9,11 @@ copies it into the registered layout and checks every mask.
 """
 from __future__ import annotations
 
+import sys
+
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.prepare import Target, open_raw, parse_args, prepare, split_folder_pairs
+from ovrsis.engine import report_user_errors
 
 EXPECTED = "{train,val}/img/* with {train,val}/mask/*.png, or {train,val}/images/* with {train,val}/annotations/*.png"
 
@@ -25,4 +28,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

@@ -25,12 +25,14 @@ as grey).
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.benchmarks.classes import ISPRS_BOUNDARY, ISPRS_COLOURS, POTSDAM_VAL_TILES
 from ovrsis.data.prepare import (ColourMap, RawDownload, Source, Target, Tiling, add_unknown_colour_option,
                                  open_raw, pair_by_stem, parse_args, prepare)
+from ovrsis.engine import report_user_errors
 
 EXPECTED = ("2_Ortho_RGB.zip (top_potsdam_<id>_RGB.tif) or 4_Ortho_RGBIR.zip (top_potsdam_<id>_RGBIR.tif), and "
             "5_Labels_all_noBoundary.zip (top_potsdam_<id>_label_noBoundary.tif; with --labels full: 5_Labels_all.zip, "
@@ -77,4 +79,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

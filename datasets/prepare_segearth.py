@@ -29,10 +29,13 @@ scores; such files are counted in the log.
 """
 from __future__ import annotations
 
+import sys
+
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.benchmarks.catalog import RECORDS
 from ovrsis.data.prepare import IdMap, RawDownload, Source, Target, open_raw, pair_by_stem, parse_args, prepare, \
     shifted_ids
+from ovrsis.engine import report_user_errors
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".tif", ".tiff")
 # record → (image folder, label folder, reduce_zero_label, label-stem suffix to drop)
@@ -84,4 +87,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

@@ -43,6 +43,7 @@ from PIL import Image
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.folder_dataset import dataset_root
+from ovrsis.engine import report_user_errors
 
 S2_BANDS = ("B02", "B03", "B04", "B08")  # blue, green, red, NIR (10 m)
 L8_BANDS = ("B2", "B3", "B4", "B5")
@@ -197,4 +198,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

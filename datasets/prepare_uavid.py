@@ -17,6 +17,7 @@ train + val (270 images).
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.benchmarks.classes import UAVID_COLOURS, UAVID_V1_TO_V2
 from ovrsis.data.prepare import (ColourMap, RawDownload, Source, Target, add_splits_option,
                                  add_unknown_colour_option, open_raw, pair_by_stem, parse_args, prepare, split_of)
+from ovrsis.engine import report_user_errors
 
 EXPECTED = ("uavid_{train,val,test}/seq<N>/Images/<frame>.png and .../Labels/<frame>.png (colour-coded; "
             "SegEarth-OV's test_gt/ = test), zipped or extracted")
@@ -58,4 +60,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

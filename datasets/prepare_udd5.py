@@ -9,8 +9,11 @@ Whether the benchmark's ``all`` holds train + val or val only is UNCERTAIN; the 
 """
 from __future__ import annotations
 
+import sys
+
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.prepare import Target, add_splits_option, open_raw, parse_args, prepare, split_folder_pairs
+from ovrsis.engine import report_user_errors
 
 EXPECTED = "UDD5/{train,val}/src/*.JPG with UDD5/{train,val}/gt/*.png (index labels 0-4), zipped or extracted"
 SPLITS = ("train", "val")
@@ -24,4 +27,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

@@ -18,10 +18,13 @@ crops; its recipe is not published).
 """
 from __future__ import annotations
 
+import sys
+
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.benchmarks.classes import ISPRS_BOUNDARY, ISPRS_COLOURS
 from ovrsis.data.prepare import (ColourMap, RawDownload, Source, Target, Tiling, add_unknown_colour_option,
                                  open_raw, pair_by_stem, parse_args, prepare)
+from ovrsis.engine import report_user_errors
 
 EXPECTED = ("ISPRS_semantic_labeling_Vaihingen.zip (top/top_mosaic_09cm_area<N>.tif) and "
             "ISPRS_semantic_labeling_Vaihingen_ground_truth_eroded_COMPLETE.zip (top_mosaic_09cm_area<N>_noBoundary.tif; "
@@ -69,4 +72,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

@@ -8,8 +8,11 @@ the benchmark's single set is all 400 images is UNCERTAIN; the default takes all
 """
 from __future__ import annotations
 
+import sys
+
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data.prepare import Target, add_splits_option, open_raw, parse_args, prepare, split_folder_pairs
+from ovrsis.engine import report_user_errors
 
 EXPECTED = "VDD/{train,val,test}/src/*.JPG with VDD/{train,val,test}/gt/*.png (index labels 0-6), zipped or extracted"
 SPLITS = ("train", "val", "test")
@@ -23,4 +26,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main))

@@ -503,3 +503,21 @@ def test_torchgeo_potsdam_folder_partially_extracted_beside_its_zips(tmp_path, c
     save(small / "top_potsdam_2_10_label_noBoundary.tif", np.full((2, 2, 3), 255, np.uint8))
     with pytest.raises(DatasetError, match=r"no 256x256 tile fits in any of its 1 raw images \(largest 2x2\)"):
         run("prepare_potsdam", "--raw", str(small), "--root", str(tmp_path / "root2"))
+
+
+def test_command_line_prints_one_error_without_traceback(tmp_path, capsys):
+    """The scripts' __main__ runs main() through report_user_errors (as the other entry points)."""
+    from ovrsis.engine import report_user_errors
+
+    raw = tmp_path / "raw"
+    save(raw / "stray" / "unrelated_file.png", rgb())
+    for script in sorted((REPO / "datasets").glob("prepare_*.py")):
+        assert "sys.exit(report_user_errors(main))" in script.read_text(), script.name
+    spec = importlib.util.spec_from_file_location("prepare_udd5", REPO / "datasets" / "prepare_udd5.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit) as done:
+        report_user_errors(module.main, ["--raw", str(raw), "--root", str(tmp_path / "root")])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.startswith("ovrsis: error: no raw image/label pairs")
+    assert "expected (release layout)" in err and "unrelated_file.png" in err
