@@ -173,6 +173,7 @@ def test_no_data_is_ignored_by_the_loss_and_left_out_of_evaluation(tmp_path):
     from PIL import Image
 
     from ovrsis.data import SemanticSegmentationMapper
+    from ovrsis.data.mappers import NO_DATA_LABEL
     from ovrsis.engine import setup_cfg
     from ovrsis.evaluation import OpenVocabSemSegEvaluator
 
@@ -189,9 +190,19 @@ def test_no_data_is_ignored_by_the_loss_and_left_out_of_evaluation(tmp_path):
                                  "(16,)", "INPUT.MIN_SIZE_TEST", "16", "DATASETS.PREFLIGHT.ENABLED", "False"])
     record = DatasetCatalog.get("nd")[0]
     train = SemanticSegmentationMapper(cfg, True)(record)["sem_seg"]
-    flipped = bool((train[:, -4:] == 255).all())  # the random horizontal flip
-    assert (train[:, -4:] if flipped else train[:, :4]).eq(255).all()
+    flipped = bool((train[:, -4:] == NO_DATA_LABEL).all())  # the random horizontal flip
+    assert (train[:, -4:] if flipped else train[:, :4]).eq(NO_DATA_LABEL).all()
     assert (train[:, :12] if flipped else train[:, 4:]).eq(1).all()
+    # the loss leaves no-data out entirely, also with ignore pixels counted as negatives (official)
+    from ovrsis.modeling.losses import per_class_bce
+
+    logits = torch.randn(1, 2, 16, 16)
+    for as_negative in (True, False):
+        garbage = logits.masked_fill((train == NO_DATA_LABEL)[None, None], 1e4)  # anything on no-data pixels
+        assert per_class_bce(garbage, train[None], 255, as_negative) == per_class_bce(logits, train[None], 255, as_negative)
+    reference = per_class_bce(logits[..., 4:] if not flipped else logits[..., :12], train[None][..., 4:] if not flipped
+                              else train[None][..., :12], 255, True)
+    assert torch.allclose(per_class_bce(logits, train[None], 255, True), reference)
     test = SemanticSegmentationMapper(cfg, False, "nd")(record)
     assert test["valid"].shape == (16, 16) and not test["valid"][:, :4].any() and test["valid"][:, 4:].all()
     evaluator = OpenVocabSemSegEvaluator("nd", distributed=False)
@@ -530,9 +541,13 @@ RASTER_KINDS = {
                                                        blockxsize=16, blockysize=16, **_geo()), {}, RGB8, None, 0),
     "not georeferenced TIFF": (lambda d: _rio(d / "plain.tif", RGB8.transpose(2, 0, 1)), {}, RGB8, None, 0),
 }
-ENTRY_POINTS = ["training mapper", "test mapper", "Predictor", "demo", "check_dataset", "preparation reader"]
+ENTRY_POINTS = ["training mapper", "test mapper", "Predictor", "demo", "check_dataset", "preparation reader",
+                "scene reader"]
 # entry points whose documented rule differs for a kind: (entry, kind) -> expected
-DIFFERENT = {("preparation reader", "8-bit 1-band PNG"): r"single band.*--bands 1"}
+DIFFERENT = {("preparation reader", "8-bit 1-band PNG"): r"single band.*--bands 1",
+             # scenes are read window by window from one image: a band stack in pages is refused
+             ("scene reader", "5 bands, one per page (tifffile default)"): r"TIFF pages",
+             ("scene reader", "5 bands, one per page, no BANDS"): r"TIFF pages"}
 
 
 def _settings(spec: dict):
@@ -605,11 +620,17 @@ def _read_through(entry: str, path: str, spec: dict, folder: Path, predictor, mo
         labels = out["sem_seg"].numpy()
         if (labels[:, 0] == 1).all():  # the random horizontal flip: undo it
             rgb, labels = rgb[:, ::-1], labels[:, ::-1]
-        ignored = labels == 255  # no-data pixels: the ignore value of the training mask
+        ignored = labels == -1  # no-data pixels: NO_DATA_LABEL in the training mask
         return rgb, ~ignored if ignored.any() else None
     if entry == "Predictor":
         result = predictor.predict(path, ["land", "water"], _settings(spec))
         return result.image, result.valid
+    if entry == "scene reader":  # ovrsis.scene: whole scenes, window by window (here one window)
+        from ovrsis.scene.source import SceneReader, scene_info, scene_settings
+
+        info = scene_info(path)
+        image = SceneReader(path, info, scene_settings(path, _settings(spec))).read(0, 0, info.height, info.width)
+        return image.rgb, image.valid
     if entry == "preparation reader":
         from ovrsis.data.prepare import read_image
 
@@ -659,5 +680,5 @@ def test_raster_conformance(kind, entry, tmp_path, shared_predictor, monkeypatch
         return
     assert rgb.shape == expected.shape and rgb.dtype == np.uint8
     assert np.abs(rgb.astype(int) - expected.astype(int)).max() <= tolerance
-    if entry in ("training mapper", "test mapper", "Predictor"):
+    if entry in ("training mapper", "test mapper", "Predictor", "scene reader"):
         assert (got_valid is None) if valid is None else np.array_equal(got_valid, valid)

@@ -572,7 +572,7 @@ def test_per_class_bce_rejects_labels_outside_vocabulary():
     with pytest.raises(ValueError, match="outside"):
         per_class_bce(logits, torch.tensor([[[0, 2]]]), 255)
     with pytest.raises(ValueError, match="outside"):
-        per_class_bce(logits, torch.tensor([[[-1, 0]]]), 255)
+        per_class_bce(logits, torch.tensor([[[-2, 0]]]), 255)  # -1 is the image's no-data (NO_DATA_LABEL)
 
 
 def test_train_forward_rejects_labels_outside_vocabulary():

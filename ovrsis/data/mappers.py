@@ -111,11 +111,16 @@ class ResizeShortestEdge(T.ResizeShortestEdge):
         return T.ResizeTransform(h, w, newh, neww, self.interp)
 
 
+NO_DATA_LABEL = -1  # training ``sem_seg`` at the image's no-data pixels: left out of the loss entirely
+
+
 class SemanticSegmentationMapper:
     """Turn a record from :func:`~ovrsis.data.folder_dataset.load_folder_dataset` into model input.
 
-    Output: ``image`` (uint8 C×H×W tensor, in ``image_format``), ``sem_seg`` (int64 H×W,
-    training only), plus the record's ``file_name``, ``height``, ``width``.
+    Output: ``image`` (uint8 C×H×W tensor, in ``image_format``; 0 at no-data pixels), ``sem_seg``
+    (int64 H×W, training only: class ids, the ignore value, :data:`NO_DATA_LABEL` at the image's
+    no-data pixels), ``valid`` (bool H×W at the stored size, testing only, when the image has
+    no-data pixels), plus the record's ``file_name``, ``height``, ``width``.
     """
 
     @configurable
@@ -215,9 +220,8 @@ class SemanticSegmentationMapper:
                 f"mask {mask_path} is {mask.shape[1]}×{mask.shape[0]} but image "
                 f"{record['file_name']} is {image.shape[1]}×{image.shape[0]}"
             )
-        if raster.valid is not None:  # no-data pixels are ignored by the loss
-            fill = np.promote_types(mask.dtype, np.min_scalar_type(self.ignore_value))
-            mask = np.where(raster.valid, mask, np.asarray(self.ignore_value, dtype=fill))
+        if raster.valid is not None:  # no-data pixels: never part of the loss
+            mask = np.where(raster.valid, mask.astype(np.int32), NO_DATA_LABEL)
         aug_input = T.AugInput(image, sem_seg=_resizable(mask))
         self.augmentations(aug_input)
         image, mask = aug_input.image, aug_input.sem_seg

@@ -34,7 +34,7 @@ def correlation_shift_sums(clean: torch.Tensor, perturbed: torch.Tensor, text: t
     delta = after - before
     t = delta.shape[2]
     delta_map = F.interpolate(delta.mean(dim=1), size=targets.shape[-2:], mode="bilinear", align_corners=False)
-    valid = targets != ignore_value
+    valid = (targets != ignore_value) & (targets >= 0)  # -1: the image's no-data pixels (NO_DATA_LABEL)
     labels = torch.where(valid, targets.long(), torch.full_like(targets.long(), t)).clamp(0, t)
     on_gt = F.one_hot(labels, t + 1)[..., :t].permute(0, 3, 1, 2).bool()  # (B, T, H, W)
     present = on_gt.flatten(2).any(dim=-1)[..., None, None]  # (B, T, 1, 1)
