@@ -35,8 +35,8 @@ No-data — the valid-pixel mask (:func:`valid_pixels`) that travels with the im
 (:class:`RasterImage`): a pixel is no-data when every selected band equals the no-data value
 (``NODATA`` if set, else the file's declared value), when a float band is not finite, when
 the file's GDAL mask band (internal/external ``.msk``) says so, or when a genuine alpha mask is
-0. No-data pixels become 0 in the RGB, are excluded from percentiles, become the ignore value
-in training masks, are left out of evaluation and are written as no-data by the demo.
+0. No-data pixels become 0 in the RGB, are excluded from percentiles, are left out of the training
+loss (``NO_DATA_LABEL`` in training masks) and of evaluation, and are written as no-data by the demo.
 
 Anything the pipeline would have to guess raises :class:`RasterError` naming the file, its
 dtype and band count and the config key to set.
