@@ -521,3 +521,14 @@ def test_command_line_prints_one_error_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert done.value.code == 2 and err.startswith("ovrsis: error: no raw image/label pairs")
     assert "expected (release layout)" in err and "unrelated_file.png" in err
+
+
+def test_dlrsd_unlabelled_index_zero_is_ignored_and_counted_once(tmp_path, capsys):
+    raw, root = tmp_path / "raw", tmp_path / "root"
+    save(raw / "UCMerced_LandUse" / "Images" / "beach" / "beach00.tif", rgb())
+    ids = np.full((16, 16), 13, np.uint8)  # sea
+    ids[:, :4] = 0
+    save(raw / "DLRSD" / "Images" / "beach" / "beach00.png", ids)
+    run("prepare_dlrsd", "--raw", str(raw), "--root", str(root))
+    assert "holding id 0 (unlabelled): those pixels ignored (255): 1 file(s)" in capsys.readouterr().out
+    assert masks(root, "v1_dlrsd_all")["beach00"][0, [0, 8]].tolist() == [255, C.DLRSD_CLASSES.index("sea")]

@@ -365,6 +365,9 @@ class IdsOrColours(LabelMap):
     def __call__(self, label: np.ndarray, path: Path) -> np.ndarray:
         return (self._ids if label.ndim == 2 else self._colours)(label, path)
 
+    def quirks(self, label: np.ndarray) -> list[str]:
+        return (self._ids if label.ndim == 2 else self._colours).quirks(label)
+
 
 class Threshold(LabelMap):
     """Binary tasks (§5): value >= ``at`` → 1 else 0 (SegEarth-OV's converters: 128; xBD: 1).
@@ -571,22 +574,22 @@ def _convert(source: Source, targets: Sequence[Target], root: str, settings: Ras
                                    f"{source.image} is {image.shape[1]}x{image.shape[0]}")
         return labels[colours]
 
+    content_ok = exact and any(t.tiling is None for t in targets) and _content_matches(source, raw)
+    quirks: set[str] = set()
     written: dict[tuple, Path] = {}  # content key → first file written with it (later ones link)
     for target in targets:
         record = target.record
         image_dir, mask_dir = (Path(p) for p in record.folders(root))
         raw_label = label_as(bool(target.labels and target.labels.colours))
         ids = target.labels(raw_label, source.label) if target.labels else raw_label
-        if raw is not None and target.labels is not None:
-            for quirk in target.labels.quirks(raw_label):
-                raw.note(quirk, source.label)
+        quirks |= set(target.labels.quirks(raw_label)) if target.labels else set()
         if ids.ndim != 2:
             raise DatasetError(f"label {source.label} has shape {raw_label.shape}; {record.name} needs a "
                                "single-channel id map (give the target a colour table)")
         image_ext = record.image_ext or ".png"
         label_key = target.labels.key if target.labels else "copy"
         if target.tiling is None:
-            copy_image = exact and source.image.suffix.lower() == image_ext.lower() and _content_matches(source, raw)
+            copy_image = content_ok and source.image.suffix.lower() == image_ext.lower()
             copy_label = target.labels is None and source.label.suffix.lower() == record.mask_ext.lower()
             _emit(written, ("image", image_ext, None), image_dir / (source.stem + image_ext),
                   source.image if copy_image else image)
@@ -605,6 +608,8 @@ def _convert(source: Source, targets: Sequence[Target], root: str, settings: Ras
                 _emit(written, ("image", image_ext, box), image_dir / (stem + image_ext),
                       image[y:y + size, x:x + size])
                 _emit(written, ("label", label_key, record.mask_ext, box), mask_dir / (stem + record.mask_ext), mask)
+    for quirk in sorted(quirks) if raw is not None else ():
+        raw.note(quirk, source.label)
 
 
 def _content_matches(source: Source, raw: RawDownload | None) -> bool:
