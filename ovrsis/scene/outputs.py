@@ -208,22 +208,18 @@ def write_quicklook(paths: ScenePaths, scene: str, reader_settings, class_names:
     """``STEM_quicklook.png``: the scene (through the raster settings) and its labels side by side,
     with the legend, the long side at most ``cap`` pixels; both read decimated (overviews when the
     files have them, the labels COG always does)."""
-    import dataclasses
-
     from ..data.raster import convert
     from ..visualization import colorize, figure_with_legend, save_figure
-    from .source import scene_info
+    from .source import SceneReader, scene_info
 
     with _open(paths.labels) as src:
         scale = max(1.0, max(src.height, src.width) / cap)
         shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
         labels = src.read(1, out_shape=shape)
         nodata = int(src.nodata)
-    info = scene_info(scene)
-    with _open(scene) as src:
-        array = src.read(out_shape=(src.count, *shape)).transpose(1, 2, 0)
-    image = convert(np.ascontiguousarray(array), dataclasses.replace(info, height=shape[0], width=shape[1]),
-                    reader_settings).rgb
+    reader = SceneReader(scene, scene_info(scene), reader_settings)
+    image = convert(*reader.stored(0, 0, reader.info.height, reader.info.width, shape), reader_settings).rgb
+    reader.close()
     fig = figure_with_legend([image, colorize(labels, colors, ignore=nodata)], ["scene", "prediction"],
                              list(class_names), colors, tile_inches=max(shape) / 100)
     save_figure(fig, paths.quicklook)

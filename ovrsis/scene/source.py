@@ -17,8 +17,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..data.raster import RasterError, RasterImage, RasterInfo, RasterSettings, band_percentiles, convert, \
-    raster_info, select_bands, valid_pixels
+from ..data.raster import (RasterError, RasterImage, RasterInfo, RasterSettings, band_percentiles, convert,
+                           raster_info, select_bands, valid_pixels)
 
 OVERVIEW_SIDE = 1024  # long side of the overview read for statistics
 SAMPLE_WINDOWS = 4  # windows per axis sampled for statistics when there are no overviews
@@ -62,7 +62,7 @@ class SceneReader:
     valid-pixel mask). Holds its own rasterio dataset: use one reader per thread."""
 
     def __init__(self, path: str, info: RasterInfo, settings: RasterSettings) -> None:
-        from rasterio.enums import MaskFlags
+        from rasterio.enums import ColorInterp, MaskFlags
 
         self.path, self.info, self.settings = path, info, settings
         self._src = open_scene(path)
@@ -70,53 +70,76 @@ class SceneReader:
         # the file's own mask band (internal or .msk), as read_raster reads it for whole images
         self._mask_band = MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags \
             and MaskFlags.nodata not in flags
+        self._palette = _palette(self._src) if self._src.colorinterp[:1] == (ColorInterp.palette,) else None
+        if self._palette is not None:  # a palette image reads as its colours, as read_raster gives them
+            self.info = dataclasses.replace(info, count=3, dtype="uint8", alpha_band=None)
 
-    def read(self, row: int, col: int, height: int, width: int) -> RasterImage:
-        """The window of ``height`` x ``width`` pixels at ``(row, col)``.
+    def stored(self, row: int, col: int, height: int, width: int, out_shape: Optional[tuple] = None
+               ) -> tuple[np.ndarray, RasterInfo]:
+        """The stored values (h, w, C) of the window of ``height`` x ``width`` pixels at
+        ``(row, col)`` (a palette image: its colours) and the info describing them (with the
+        window's mask band); ``out_shape`` (h, w) reads it decimated (GDAL uses overviews).
 
         Raises:
-            RasterError: a decode error, or values needing a band/scaling choice.
+            RasterError: a decode error.
         """
         from rasterio.windows import Window
 
         window = Window(col, row, width, height)
+        shape = None if out_shape is None else (self._src.count, *out_shape)
         try:
-            array = self._src.read(window=window)
-            mask = self._src.dataset_mask(window=window) > 0 if self._mask_band else None
+            array = self._src.read(window=window, out_shape=shape)
+            mask = None
+            if self._mask_band:
+                mask = self._src.dataset_mask(window=window, out_shape=out_shape) > 0
         except Exception as err:  # GDAL decode errors surface as several rasterio types
             raise RasterError(f"cannot read scene {self.path} at rows {row}..{row + height}, columns "
                               f"{col}..{col + width}: {err}") from err
-        info = dataclasses.replace(self.info, height=height, width=width, mask=mask)
-        return convert(np.ascontiguousarray(array.transpose(1, 2, 0)), info, self.settings)
+        if self._palette is not None:
+            array = self._palette[array[0]].transpose(2, 0, 1)
+        info = dataclasses.replace(self.info, height=array.shape[1], width=array.shape[2], mask=mask)
+        return np.ascontiguousarray(array.transpose(1, 2, 0)), info
+
+    def read(self, row: int, col: int, height: int, width: int) -> RasterImage:
+        """The window of ``height`` x ``width`` pixels at ``(row, col)``, converted for the model.
+
+        Raises:
+            RasterError: a decode error, or values needing a band/scaling choice.
+        """
+        return convert(*self.stored(row, col, height, width), self.settings)
 
     def close(self) -> None:
         self._src.close()
 
 
+def _palette(src) -> np.ndarray:
+    """(entries, 3) uint8 RGB lookup table of band 1's colour table."""
+    table = src.colormap(1)
+    lut = np.zeros((max(256, max(table) + 1), 3), np.uint8)
+    for index, colour in table.items():
+        lut[index] = colour[:3]
+    return lut
+
+
 def _sample(path: str, settings: RasterSettings, rng: np.random.Generator) -> np.ndarray:
     """Up to ``SAMPLE_PIXELS`` valid (N, 3) float64 band values of the scene (module docstring)."""
-    info = scene_info(path)
-    with open_scene(path) as src:
-        arrays = []
-        overviews = src.overviews(1) if src.count else []
-        usable = [f for f in overviews if max(src.height, src.width) // f >= OVERVIEW_SIDE]
-        if usable:
-            factor = max(usable)
-            shape = (src.count, max(1, src.height // factor), max(1, src.width // factor))
-            arrays.append(src.read(out_shape=shape))
-        else:
-            side_y, side_x = min(SAMPLE_SIDE, src.height), min(SAMPLE_SIDE, src.width)
-            for y in np.linspace(0, src.height - side_y, SAMPLE_WINDOWS).astype(int):
-                for x in np.linspace(0, src.width - side_x, SAMPLE_WINDOWS).astype(int):
-                    from rasterio.windows import Window
-
-                    arrays.append(src.read(window=Window(int(x), int(y), side_x, side_y)))
+    reader = SceneReader(path, scene_info(path), settings)
+    src = reader._src
+    usable = [f for f in (src.overviews(1) if src.count else []) if max(src.height, src.width) // f >= OVERVIEW_SIDE]
+    if usable:
+        factor = max(usable)
+        reads = [reader.stored(0, 0, src.height, src.width,
+                               (max(1, src.height // factor), max(1, src.width // factor)))]
+    else:
+        side_y, side_x = min(SAMPLE_SIDE, src.height), min(SAMPLE_SIDE, src.width)
+        ys = sorted({int(y) for y in np.linspace(0, src.height - side_y, SAMPLE_WINDOWS)})
+        xs = sorted({int(x) for x in np.linspace(0, src.width - side_x, SAMPLE_WINDOWS)})
+        reads = [reader.stored(y, x, side_y, side_x) for y in ys for x in xs]
+    reader.close()
     chunks = []
-    for array in arrays:
-        hwc = np.ascontiguousarray(array.transpose(1, 2, 0))
-        part = dataclasses.replace(info, height=hwc.shape[0], width=hwc.shape[1], mask=None)
-        rgb = select_bands(hwc, part, settings)
-        valid = valid_pixels(hwc, part, settings)
+    for array, info in reads:
+        rgb = select_bands(array, info, settings)
+        valid = valid_pixels(array, info, settings)
         chunks.append((rgb.reshape(-1, 3) if valid is None else rgb[valid]).astype(np.float64))
     values = np.concatenate(chunks)
     if len(values) > SAMPLE_PIXELS:
