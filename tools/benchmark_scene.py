@@ -59,9 +59,8 @@ def write_scene(path: str, size: int, truth: str = "", seed: int = 0) -> None:
 
 def predict(args: argparse.Namespace) -> None:
     """Worker (a fresh process per size): predict one scene, print one JSON line."""
+    import ovrsis  # before torch: the CPU defaults (ovrsis.runtime)
     import torch
-
-    import ovrsis
     from ovrsis.scene import SceneOptions
 
     predictor = ovrsis.Predictor(args.config_file, None, device="cpu", inference_mode="tiled",
