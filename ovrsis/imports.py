@@ -80,8 +80,8 @@ def _check_entries(entries: Any, source: str) -> List[str]:
     return [e.strip() for e in entries]
 
 
-# resolved entry -> (module name, the add_*_config functions registered while it was imported)
-_IMPORTED: Dict[str, Tuple[str, List[Callable]]] = {}
+# resolved entry -> (module name, what registered while it was imported: add_*_config functions and streams)
+_IMPORTED: Dict[str, Tuple[str, List[Callable], List[Any]]] = {}
 
 
 def import_modules(entries: Sequence[str], key: str = KEY) -> List[str]:
@@ -94,15 +94,33 @@ def import_modules(entries: Sequence[str], key: str = KEY) -> List[str]:
         importing (with the file and line where it was raised).
     """
     from . import config
+    from .modeling.registry import STREAM_REGISTRY
 
     resolved = []
     for entry in _check_entries(list(entries), key):
-        before = len(config._EXTENSIONS)
+        before, streams_before = len(config._EXTENSIONS), STREAM_REGISTRY.names()
         module, path = _import_one(entry, key)
-        name, owned = _IMPORTED.setdefault(path, (module.__name__, []))
+        name, owned, streams = _IMPORTED.setdefault(path, (module.__name__, [], []))
         owned += [f for f in config._EXTENSIONS[before:] if f not in owned]
+        streams += [build for n, build in STREAM_REGISTRY if n not in streams_before and build not in streams]
         resolved.append(path)
     return resolved
+
+
+def belongs_to(part: Any, entries: Sequence[str]) -> bool:
+    """Whether a registered part serves a config whose ``IMPORTS`` are ``entries``: parts of ovrsis (and of
+    ``__main__``) serve every config, a project's only the configs that import it (registered while one
+    of ``entries`` was imported, or defined in its module or package). The streams a config builds are
+    those of :data:`~ovrsis.modeling.registry.STREAM_REGISTRY` that belong to it: another project's
+    stream, imported earlier in the same process, is not asked about keys this config does not have."""
+    module = getattr(part, "__module__", "") or ""
+    if module in ("__main__", "ovrsis") or module.startswith("ovrsis."):
+        return True
+    for path in import_modules(entries):
+        name, _, streams = _IMPORTED[path]
+        if part in streams or module == name or module.startswith(name + "."):
+            return True
+    return False
 
 
 def add_imported_config(cfg: Any, resolved: Sequence[str]) -> None:
@@ -113,7 +131,7 @@ def add_imported_config(cfg: Any, resolved: Sequence[str]) -> None:
 
     added: List[Callable] = []
     for path in resolved:
-        name, owned = _IMPORTED[path]
+        name, owned, _ = _IMPORTED[path]
         inside = [f for f in config._EXTENSIONS if f.__module__ == name or f.__module__.startswith(name + ".")]
         for add_config in owned + inside:
             if add_config not in added:

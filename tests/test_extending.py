@@ -278,3 +278,17 @@ def test_every_kind_of_part_plugs_in_from_outside_the_package(tmp_path, monkeypa
     with torch.no_grad():
         probs = model([{"image": image, "height": 40, "width": 48}])[0]["sem_seg"]
     assert probs.shape == (len(model.test_classes), 40, 48) and torch.isfinite(probs).all()
+
+
+def test_a_projects_parts_serve_only_the_configs_that_import_it(tmp_path):
+    """After one config imported a project with a stream and keys, a config without it in IMPORTS
+    builds as before: no foreign stream (whose builder would read keys this config lacks), no foreign keys."""
+    from detectron2.modeling import build_model
+
+    module = tmp_path.parent / "ovrsis_test_parts.py"
+    if not module.exists():
+        module.write_text(PARTS)
+    with_parts = setup_cfg(str(QUICKSTART), ["IMPORTS", f"[{module}]", "MODEL.DEVICE", "cpu"])
+    plain = setup_cfg(str(QUICKSTART), ["MODEL.DEVICE", "cpu"])
+    assert "EDGE" in with_parts.MODEL and "EDGE" not in plain.MODEL
+    assert len(build_model(plain).specialists) == 0

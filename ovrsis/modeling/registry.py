@@ -102,5 +102,5 @@ INFERENCE_PROTOCOL_REGISTRY = PartRegistry("inference protocol", "TEST.INFERENCE
 ``cls.from_config(cfg)`` → object with ``check()`` (raises ValueError for settings that cannot work) and
 ``__call__(model, x, classes)`` → (T, H, W) per-class probabilities at ``x["height"], x["width"]``
 (default: the image size). ``x["image"]``: (3, H_i, W_i) uint8/float tensor as the mapper gives it;
-``model.predict_logits(images (B, 3, h, w) normalised, classes)`` → (B, T, h', w') logits and
-``model.normalize(image)`` are what a protocol calls.""")
+``model._normalize(image)`` (→ float, PIXEL_MEAN/STD) and ``model.predict_logits(images (B, 3, h, w) normalised,
+classes)`` → (B, T, h', w') logits are what a protocol calls (or the built-in ``model._inference_whole(x, classes)``).""")

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..cost.specialist import SpecialistCost
 from ..decoders.guided_upsampling import TapPyramid
+from ...imports import belongs_to
 from ..registry import STREAM_REGISTRY
 from .dino import DINOEncoder
 from .guidance_clip import GuidanceCLIPEncoder
@@ -202,10 +203,12 @@ def sam_stream(cfg, *, clip_image_size: int, clip_grid: int, text_dim: int) -> O
 
 def build_specialists(cfg, *, clip_image_size: int, clip_grid: int, text_dim: int) -> nn.ModuleDict:
     """The streams a config enables (:data:`~ovrsis.modeling.registry.STREAM_REGISTRY`, in registration
-    order: rs_clip, dino, sam, then those of imported projects), named by guidance source; empty for
-    CAT-Seg/OVRS. Their costs reach the cost fusion in this order, after CLIP's."""
+    order: rs_clip, dino, sam, then those of the projects its IMPORTS names), named by guidance source;
+    empty for CAT-Seg/OVRS. Their costs reach the cost fusion in this order, after CLIP's."""
     streams = {}
     for name, build in STREAM_REGISTRY:
+        if not belongs_to(build, cfg.IMPORTS):  # a project's stream serves the configs that import it
+            continue
         stream = build(cfg, clip_image_size=clip_image_size, clip_grid=clip_grid, text_dim=text_dim)
         if stream is not None:
             streams[name] = stream
