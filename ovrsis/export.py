@@ -127,22 +127,30 @@ def label_polygons(labels: np.ndarray, class_names: Sequence[str], info: Optiona
         pixels = int(round((_ring_area(rings[0]) - sum(_ring_area(h) for h in rings[1:])) / pixel_area))
         if pixels < min_pixels:
             continue
-        cid = int(value)
-        feats.append({"type": "Feature", "geometry": geometry,
-                      "properties": {"class_id": cid, "class": display_name(class_names[cid]),
-                                     "prompts": split_subprompts(class_names[cid]), "pixels": pixels}})
-    coordinate_system = "pixel (x = column, y = row)"
-    if geo and info.crs is not None:
-        coordinate_system = str(info.crs)
-        if to_wgs84:
-            from rasterio.warp import transform_geom
+        feats.append(polygon_feature(geometry, int(value), class_names, pixels))
+    if geo and info.crs is not None and to_wgs84:
+        from rasterio.warp import transform_geom
 
-            for f in feats:
-                f["geometry"] = transform_geom(info.crs, "EPSG:4326", f["geometry"])
-            coordinate_system = "EPSG:4326 (longitude, latitude)"
-    elif geo:
-        coordinate_system = "the input's transform (no CRS declared)"
-    return {"type": "FeatureCollection", "coordinate_system": coordinate_system, "features": feats}
+        for f in feats:
+            f["geometry"] = transform_geom(info.crs, "EPSG:4326", f["geometry"])
+    return {"type": "FeatureCollection", "coordinate_system": coordinate_system(info, to_wgs84), "features": feats}
+
+
+def polygon_feature(geometry: dict, class_id: int, class_names: Sequence[str], pixels: int) -> dict:
+    """One region as a GeoJSON Feature with the properties ``class_id``, ``class`` (display name),
+    ``prompts`` (the sub-prompts) and ``pixels`` (shared by :func:`label_polygons` and the
+    streamed scene polygons, :mod:`ovrsis.scene.polygons`)."""
+    name = class_names[class_id]
+    return {"type": "Feature", "geometry": geometry,
+            "properties": {"class_id": class_id, "class": display_name(name), "prompts": split_subprompts(name),
+                           "pixels": pixels}}
+
+
+def coordinate_system(info: Optional[RasterInfo], to_wgs84: bool = True) -> str:
+    """What the polygons' coordinates are for an input ``info`` (the rule of :func:`label_polygons`)."""
+    if is_georeferenced(info) and info.crs is not None:
+        return "EPSG:4326 (longitude, latitude)" if to_wgs84 else str(info.crs)
+    return "the input's transform (no CRS declared)" if is_georeferenced(info) else "pixel (x = column, y = row)"
 
 
 def _ring_area(ring: Sequence[Sequence[float]]) -> float:

@@ -21,8 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from ..data.raster import RasterInfo
-from ..data.vocabulary import display_name, split_subprompts
-from ..export import is_georeferenced
+from ..export import coordinate_system, is_georeferenced, polygon_feature
 
 WINDOW = 2048
 
@@ -39,11 +38,7 @@ class PolygonStream:
         geo = is_georeferenced(info)
         self._transform = info.transform if geo else None
         self._crs = info.crs if geo else None
-        coordinates = "pixel (x = column, y = row)"
-        if geo:
-            coordinates = "EPSG:4326 (longitude, latitude)" if self._crs is not None else \
-                "the input's transform (no CRS declared)"
-        self._file.write('{"type": "FeatureCollection", "coordinate_system": ' + json.dumps(coordinates)
+        self._file.write('{"type": "FeatureCollection", "coordinate_system": ' + json.dumps(coordinate_system(info))
                          + ', "features": [\n')
 
     def add(self, labels: np.ndarray, row: int, col: int, nodata: int) -> None:
@@ -85,10 +80,7 @@ class PolygonStream:
 
             geometries = transform_geom(self._crs, "EPSG:4326", geometries)
         for geometry, (_, class_id, pixels) in zip(geometries, polygons):
-            name = self.class_names[class_id]
-            feature = {"type": "Feature", "geometry": geometry,
-                       "properties": {"class_id": class_id, "class": display_name(name),
-                                      "prompts": split_subprompts(name), "pixels": pixels}}
+            feature = polygon_feature(geometry, class_id, self.class_names, pixels)
             self._file.write((",\n" if self._count else "") + json.dumps(feature))
             self._count += 1
 
