@@ -37,6 +37,7 @@ from .data.vocabulary import VocabularySpec, load_class_names
 from .engine.setup import check_config_paths, merge_overrides, setup_cfg
 from .errors import ConfigError, close_names
 from .imports import import_modules
+from .modeling.precision import set_tf32
 from .modeling.registry import INFERENCE_PROTOCOL_REGISTRY
 from .modeling.tiling import TilingSettings, tile_progress
 
@@ -113,6 +114,7 @@ class Predictor:
             raise ConfigError(f"inference mode must be one of {modes}, got {cfg.TEST.INFERENCE_MODE!r}"
                               f"{close_names(cfg.TEST.INFERENCE_MODE, modes)}")
         self.cfg = cfg
+        set_tf32(cfg.MODEL.TF32)  # MODEL.PRECISION acts inside the model; TF32 is a process flag
         self.model = build_model(cfg).eval()
         if cfg.MODEL.WEIGHTS:
             OVRSISCheckpointer.from_config(cfg, self.model, save_dir="").load(cfg.MODEL.WEIGHTS)

@@ -7,14 +7,16 @@ loop: pure CPU, no memory traffic), then runs the workload in a fresh interprete
 them), alternating settings within every round so slow drifts of a shared machine hit both.
 The workload is the quickstart model (``configs/quickstart.yaml``: tiny CLIP CAT-Seg) built
 with random weights: ``--steps`` training steps (forward + backward + the trainer's optimizer
-step, batch ``SOLVER.IMS_PER_BATCH`` at ``INPUT.CROP.SIZE``) and as many whole-image
+step, batch ``SOLVER.IMS_PER_BATCH`` at ``INPUT.CROP.SIZE``) and ``--infer-iters`` whole-image
 inferences, after one warm-up call each; the median wall time of each is kept.
 
-Columns: quiet time (N = 0), loaded time, slowdown = loaded / quiet, fair share = the slowdown
-a job with T runnable threads is due when N single-thread processes share C cores with it,
-max(1, (N + T) / C), and their ratio (goal ≤ 1.5). The load average (``os.getloadavg``) at
-the start of each measurement is printed: on a shared machine the other users' processes
-add to N, so ratios are upper bounds.
+Columns: the time, the slowdown = time / quiet time (``--quiet-train-ms`` / ``--quiet-infer-ms``
+when given, else the best quiet estimate of the run: the smallest N = 0 process CPU time per
+call divided by the job's threads, i.e. the work spread perfectly over its threads — a shared
+machine is never quiet, and its N = 0 wall time already includes the other users), the fair share = the slowdown due to a job
+with T runnable threads among R runnable threads on C cores, max(1, R / C) with R the larger
+of N + T and the 1-minute load average read when the run ends (other users' processes count
+too on a shared machine), and their ratio (goal ≤ 1.5).
 
     python tools/contention_benchmark.py                       # before/after, N = 0 1 2 4
     python tools/contention_benchmark.py --busy 0 2 --rounds 3 --steps 5
@@ -75,7 +77,7 @@ def run_workload(env_overrides: Dict[str, str], args: argparse.Namespace) -> Dic
     env = {k: v for k, v in os.environ.items() if k not in CONTROLLED}
     env.update(env_overrides)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--steps", str(args.steps),
-           "--config-file", args.config_file]
+           "--infer-iters", str(args.infer_iters), "--config-file", args.config_file]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode:
         raise RuntimeError(f"workload failed ({env_overrides}):\n{out.stderr[-3000:]}")
@@ -97,9 +99,10 @@ def worker(args: argparse.Namespace) -> None:
     model.set_vocabulary(classes)
     size = (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST)
     train = bench_train(model, cfg, classes, cfg.SOLVER.IMS_PER_BATCH, 1, args.steps)
-    infer = bench_inference(model, "whole", size, 1, args.steps)
+    infer = bench_inference(model, "whole", size, 1, args.infer_iters)
     print(json.dumps({"train_ms": train["median_ms"], "infer_ms": infer["median_ms"],
-                      "threads": torch.get_num_threads(),
+                      "train_cpu_ms": train["median_cpu_ms"], "infer_cpu_ms": infer["median_cpu_ms"],
+                      "threads": torch.get_num_threads(), "load": os.getloadavg()[0],
                       "wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)")}))
 
 
@@ -110,7 +113,10 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
                         help="an environment to compare (repeatable; default: before = the libraries' defaults "
                              "(OVRSIS_CPU_DEFAULTS=0), after = ovrsis' defaults)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per N (median kept)")
-    parser.add_argument("--steps", type=int, default=6, help="timed training steps and inferences per run")
+    parser.add_argument("--steps", type=int, default=4, help="timed training steps per run")
+    parser.add_argument("--infer-iters", type=int, default=20, help="timed inferences per run")
+    parser.add_argument("--quiet-train-ms", type=float, default=0.0, help="quiet reference (default: from CPU time)")
+    parser.add_argument("--quiet-infer-ms", type=float, default=0.0, help="quiet reference (default: from CPU time)")
     parser.add_argument("--config-file", default=str(REPO / "configs" / "quickstart.yaml"))
     parser.add_argument("--json", default="", help="also write the rows here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -130,33 +136,37 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
             for r in range(args.rounds):
                 order = list(settings) if r % 2 == 0 else list(reversed(settings))
                 for name in order:
-                    load = os.getloadavg()[0]
                     result = run_workload(settings[name], args)
-                    result["load"] = load
                     raw.setdefault((name, n), []).append(result)
                     print(f"N={n} {name:<10} train {result['train_ms']:8.1f} ms  infer {result['infer_ms']:7.1f} ms  "
-                          f"threads {result['threads']}  load {load:.1f}", flush=True)
+                          f"threads {result['threads']}  load {result['load']:.1f}", flush=True)
         finally:
             stop(procs)
     rows = []
+    best = {k: min(statistics.median(r[k.replace("_ms", "_cpu_ms")] / r["threads"] for r in raw[(name, 0)])
+                   for name in settings) for k in ("train_ms", "infer_ms")}
+    quiet = {"train_ms": args.quiet_train_ms or best["train_ms"], "infer_ms": args.quiet_infer_ms or best["infer_ms"]}
     for name in settings:
-        quiet = {k: statistics.median(r[k] for r in raw[(name, 0)]) for k in ("train_ms", "infer_ms")}
         threads = raw[(name, 0)][0]["threads"]
         for n in sorted(args.busy):
             runs = raw[(name, n)]
-            fair = max(1.0, (n + threads) / cores)
-            row = {"setting": name, "busy": n, "threads": threads, "cores": cores, "fair_share": fair,
-                   "load": statistics.median(r["load"] for r in runs)}
+            load = statistics.median(r["load"] for r in runs)
+            fair = max(1.0, max(n + threads, load) / cores)
+            row = {"setting": name, "busy": n, "threads": threads, "cores": cores, "load": load, "fair_share": fair}
             for k in ("train_ms", "infer_ms"):
                 t = statistics.median(r[k] for r in runs)
                 row[k] = t
+                row[k.replace("_ms", "_slowdown")] = t / quiet[k]
                 row[k.replace("_ms", "_ratio")] = t / quiet[k] / fair
             rows.append(row)
-    print("\n| setting | N busy | threads | load avg | train step (ms) | ÷ fair share | inference (ms) | ÷ fair share |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\nquiet reference: train {quiet['train_ms']:.0f} ms, inference {quiet['infer_ms']:.1f} ms; {cores} cores")
+    print("| setting | N busy | load avg | fair share | train step (ms) | slowdown | ÷ fair share | inference (ms) | "
+          "slowdown | ÷ fair share |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['setting']} | {r['busy']} | {r['threads']} | {r['load']:.1f} | {r['train_ms']:.0f} | "
-              f"{r['train_ratio']:.2f} | {r['infer_ms']:.1f} | {r['infer_ratio']:.2f} |")
+        print(f"| {r['setting']} | {r['busy']} | {r['load']:.1f} | {r['fair_share']:.1f} | {r['train_ms']:.0f} | "
+              f"{r['train_slowdown']:.1f} | {r['train_ratio']:.2f} | {r['infer_ms']:.1f} | {r['infer_slowdown']:.1f} | "
+              f"{r['infer_ratio']:.2f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return rows
