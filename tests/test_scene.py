@@ -21,7 +21,7 @@ import ovrsis
 from ovrsis.data.raster import RasterSettings
 from ovrsis.errors import ConfigError
 from ovrsis.scene import SceneOptions
-from ovrsis.visualization import palette
+from ovrsis.visualization import class_colors
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
@@ -156,7 +156,7 @@ def test_outputs_round_trip_as_valid_cogs(predictor, tmp_path, fmt, dtype, nodat
     with rasterio.open(result.outputs[0]) as src:
         assert src.nodata == 255 and src.dtypes[0] == "uint8"
         table = src.colormap(1)
-        assert [table[i][:3] for i in range(len(NAMES))] == [tuple(c) for c in palette(len(NAMES)).tolist()]
+        assert [table[i][:3] for i in range(len(NAMES))] == [tuple(c) for c in class_colors(NAMES).tolist()]
     with rasterio.open(result.outputs[1]) as src:
         assert src.count == len(NAMES) and src.dtypes[0] == dtype
         assert src.descriptions == ("water", "tree", "building", "road")

@@ -4,9 +4,9 @@ Per scene ``STEM`` in the output folder:
 
 * ``STEM_labels.tif`` — class ids (uint8; uint16 above 255 classes) as a tiled, DEFLATE-compressed
   cloud-optimised GeoTIFF (GDAL's COG driver) with nearest-neighbour overviews, the input's CRS
-  and transform, a colour table (:func:`ovrsis.visualization.palette`), the class names in its
-  metadata (``CLASS_NAMES``, a JSON list; band description ``class id``) and the no-data value
-  255 (65535) wherever the input holds no data;
+  and transform, a colour table (:func:`ovrsis.visualization.class_colors`, as the demo), the
+  class names in its metadata (``CLASS_NAMES``, a JSON list; band description ``class id``) and
+  the no-data value 255 (65535) wherever the input holds no data;
 * ``STEM_probabilities.tif`` (optional) — one band per class, described by its name, in the same
   layout: ``uint8`` (default) stores ``round(p · 254)`` with band scale 1/254 (GDAL's unscaled
   value is the probability; quantisation step 1/254) and no-data 255; ``float16`` (half floats,

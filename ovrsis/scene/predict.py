@@ -32,7 +32,7 @@ import torch
 from ..data.raster import RasterSettings
 from ..export import write_json
 from ..modeling.tiling import TileScorer, TilingSettings, blend_tile, score_tiles
-from ..visualization import palette
+from ..visualization import class_colors
 from .evaluate import SceneEvaluation, write_metrics
 from .outputs import SceneRasters, ScenePaths, write_quicklook
 from .plan import Panel, ScenePlan
@@ -338,7 +338,7 @@ def run_scene(score: TileScorer, class_names: Sequence[str], path: str, output: 
                      "panel_width": options.panel_width, "probabilities": options.probabilities,
                      "compress": options.compress})
     os.makedirs(output, exist_ok=True)
-    colors = palette(len(names))
+    colors = class_colors(names)
     rank, world = part
     tag = f".rank{rank}of{world}" if world > 1 else ""
     rasters = SceneRasters(paths, info, names, colors, options.probabilities, options.compress, tag)
