@@ -143,3 +143,16 @@ def test_segearth_backbone_overlays_use_the_official_activation(overlay):
     assert built == BACKBONE_ACTIVATION[overlay.stem], f"{overlay.name}: {arch}"
     is_tag = "/" not in pretrained and not pretrained.endswith(".pt")
     assert expected_activation(pretrained, arch, is_tag=is_tag)[0] == built
+
+
+def test_every_key_naming_a_clip_file_is_enumerated():
+    """Each MODEL.*CLIP* key that takes a weights file is one the CLIP-file reader serves."""
+    from detectron2.config import get_cfg
+
+    from ovrsis.config import add_ovrsis_config
+
+    cfg = get_cfg()
+    add_ovrsis_config(cfg)
+    keys = [f"MODEL.{node}.{key}" for node, sub in cfg.MODEL.items() if "CLIP" in node and hasattr(sub, "items")
+            for key in sub if key in ("PRETRAINED", "WEIGHTS")]
+    assert sorted(keys) == sorted(CLIP_FILE_KEYS)
