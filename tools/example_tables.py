@@ -83,8 +83,11 @@ def render(example: str, spec, per_seed: Dict[int, Dict[str, float]], seconds: S
         name = "mean over test datasets (m-mIoU)" if dataset == "mean" else f"`{dataset}`"
         lines.append(f"| {name} | {' | '.join(cells)} | {first} |")
     minutes = statistics.median(seconds) / 60 if seconds else float("nan")
+    load = os.getloadavg()[1] if hasattr(os, "getloadavg") else float("nan")
     lines += ["", f"{len(seeds)} seeds, mean ± sample standard deviation; one run (training and scoring) took "
-                  f"{minutes:.1f} min (median) on {os.cpu_count()} CPU cores, measured by `tools/example_tables.py`."]
+                  f"{minutes:.1f} min (median) on {os.cpu_count()} CPU cores (5-minute load average "
+                  f"{load:.1f} when the table was written: a busier machine is slower), measured by "
+                  "`tools/example_tables.py`."]
     return "\n".join(lines)
 
 
