@@ -181,13 +181,13 @@ class OVRSISCheckpointer(DetectionCheckpointer):
                     continue
                 self.resumed_from = candidate
                 return self._load_checkpoint(candidate, checkpoint, None)
-            logger.warning("--resume: no readable checkpoint in %s: nothing was resumed; training starts at "
-                           "iteration 0 from MODEL.WEIGHTS (%s)", self.save_dir, path or "none")
+            logger.warning("--resume: no readable checkpoint in %s: nothing was resumed; the run starts from "
+                           "MODEL.WEIGHTS (%s) at iteration 0", self.save_dir, path or "none")
         elif resume:
             where = (f"{self.save_dir} does not exist" if not os.path.isdir(self.save_dir or ".")
                      else f"{self.save_dir} holds no checkpoint (no last_checkpoint file)")
-            logger.warning("--resume: nothing to resume: %s (OUTPUT_DIR); training starts at iteration 0 from "
-                           "MODEL.WEIGHTS (%s)", where, path or "none")
+            logger.warning("--resume: nothing to resume: %s (OUTPUT_DIR); the run starts from MODEL.WEIGHTS (%s) "
+                           "at iteration 0", where, path or "none")
         return self.load(path, checkpointables=[])
 
     def _resume_candidates(self) -> List[str]:
