@@ -476,6 +476,16 @@ def _tifffile(path: Path, array: np.ndarray, **kwargs) -> str:
     return str(path)
 
 
+def _with_preview(path: Path) -> str:
+    """An RGB page followed by a smaller preview page (not a band stack)."""
+    import tifffile
+
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(RGB8, photometric="rgb")
+        tif.write(RGB8[::2, ::2].copy(), photometric="rgb")
+    return str(path)
+
+
 def _palette(path: Path) -> str:
     from PIL import Image
 
@@ -524,6 +534,7 @@ RASTER_KINDS = {
         [RGB8.transpose(2, 0, 1), NIR8[None], GREY8[None]])), {"BANDS": [3, 2, 1]}, RGB8[..., ::-1], None, 0),
     "5 bands, one per page, no BANDS": (lambda d: _tifffile(d / "pages_nob.tif", np.concatenate(
         [RGB8.transpose(2, 0, 1), NIR8[None], GREY8[None]])), {}, r"5 data band.*(BANDS|--bands)", None, 0),
+    "RGB page + smaller preview page": (lambda d: _with_preview(d / "preview.tif"), {}, RGB8, None, 0),
     "RGB planar (band-interleaved)": (lambda d: _tifffile(d / "planar.tif", RGB8.transpose(2, 0, 1).copy(),
                                                           photometric="rgb", planarconfig="separate"), {}, RGB8, None, 0),
     "4 bands, extra sample unspecified": (lambda d: _tifffile(d / "extra.tif", np.dstack([RGB8, NIR8]),

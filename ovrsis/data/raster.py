@@ -24,7 +24,8 @@ refuses 4-band files. Here:
 
 Band stacks — one rule for every layout GDAL and tifffile write (pixel- or band-interleaved,
 one band per TIFF page, extra samples tagged alpha or unspecified): the file's bands are read
-in order (a multi-page TIFF whose pages share size and type is one band per page). A band is
+in order (a multi-page TIFF whose pages share size and type is one band per page; pages of another
+size — previews, thumbnails — are not bands, and such a file is read as its first page). A band is
 left out of the RGB only when (a) it is tagged alpha *and* is a genuine mask — it holds only 0
 and the type's full value (255, 65535; 1.0 for floats) — and then it becomes the no-data mask,
 or (b) ``BANDS`` leaves it out. A band tagged alpha that holds other values (an RGB+NIR stack
@@ -244,11 +245,9 @@ def _info_from_dataset(path: str, src) -> RasterInfo:
 
 def _band_pages(path: str, src, info: RasterInfo) -> list:
     """The further pages of a multi-page TIFF that stores one band per page (tifffile's default
-    for a (bands, H, W) stack), as GDAL subdataset names; [] for a one-page file.
-
-    Raises:
-        RasterError: pages that differ in size, type or band count (not a band stack).
-    """
+    for a (bands, H, W) stack), as GDAL subdataset names; [] for a one-page file, and for a file
+    whose pages differ from the first in size, type or band count (previews, thumbnails: not
+    bands; the file is then its first page, noted once)."""
     pages = [name for name in (src.subdatasets or []) if name.startswith("GTIFF_DIR:")]
     if not pages or src.driver != "GTiff":
         return []
@@ -257,11 +256,10 @@ def _band_pages(path: str, src, info: RasterInfo) -> list:
         with _open_rasterio(page) as other:
             if (other.height, other.width, other.count, other.dtypes[0]) != (info.height, info.width, info.count,
                                                                                info.dtype):
-                raise RasterError(
-                    f"cannot read image {path}: a TIFF of {len(pages) + 1} pages that differ "
-                    f"({info.width}x{info.height}x{info.count} {info.dtype} vs {other.width}x{other.height}x"
-                    f"{other.count} {other.dtypes[0]}); a multi-page TIFF is read as a band stack only when "
-                    "its pages share size and type: write one image per file")
+                _log_once(("pages", path), "%s: %d TIFF pages that differ (%dx%dx%d %s vs %dx%dx%d %s) are not a "
+                          "band stack: the first page is read", path, len(pages) + 1, info.width, info.height,
+                          info.count, info.dtype, other.width, other.height, other.count, other.dtypes[0])
+                return []
     return pages
 
 
