@@ -227,8 +227,8 @@ def add_ovrsis_config(cfg: CN) -> None:
     cfg.INPUT.RASTER.BANDS = []  # 1-based bands feeding R, G, B (Landsat-8: [4, 3, 2]); [] = 1 (grey) or 3 bands
     cfg.INPUT.RASTER.SCALING = "auto"  # auto (8-bit only) | fixed (RANGE) | percentile (per image) | percentile_dataset
     cfg.INPUT.RASTER.RANGE = [0.0, 255.0]  # fixed scaling: stored [low, high] → [0, 255]
-    cfg.INPUT.RASTER.NODATA = []  # [value]: pixels whose bands all hold it are no-data (masked end to end); [] = the file's declared value
     cfg.INPUT.RASTER.PERCENTILES = [2.0, 98.0]  # percentile stretches: [low, high] percent → [0, 255]
+    cfg.INPUT.RASTER.NODATA = []  # [value]: pixels whose bands all hold it are no-data (masked end to end); [] = the file's declared value
 
     # --- data -------------------------------------------------------------------------------
     cfg.DATASETS.ROOT = ""  # dataset root; "" = $DETECTRON2_DATASETS or ./datasets
