@@ -185,7 +185,12 @@ def _uses_opencv(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in OPENCV_EXTENSIONS
 
 
-def _open_rasterio(path: str):
+def open_rasterio(path: str, what: str = "image"):
+    """The rasterio dataset of ``path``, georeferencing warnings silenced (a context manager).
+
+    Raises:
+        RasterError: missing, empty, truncated or unsupported file, naming it as ``what``.
+    """
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
@@ -194,7 +199,7 @@ def _open_rasterio(path: str):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
     except RasterioIOError as err:
-        raise RasterError(f"cannot read image {path}: {_reason(path, err)}") from err
+        raise RasterError(f"cannot read {what} {path}: {_reason(path, err)}") from err
 
 
 def _reason(path: str, err: Exception) -> str:
@@ -216,7 +221,7 @@ def raster_info(path: str) -> RasterInfo:
         array = read_raster(path)[0]  # OpenCV has no header-only read; small 8-bit files
         return RasterInfo(path, array.shape[0], array.shape[1], array.shape[2], str(array.dtype),
                           alpha_band=4 if array.shape[2] == 4 else None)
-    with _open_rasterio(path) as src:
+    with open_rasterio(path) as src:
         info = _info_from_dataset(path, src)
         pages = _band_pages(path, src, info)
     if pages:
@@ -253,7 +258,7 @@ def _band_pages(path: str, src, info: RasterInfo) -> list:
         return []
     pages = [p for p in pages if not p.startswith("GTIFF_DIR:1:")]  # page 1 is ``src`` itself
     for page in pages:
-        with _open_rasterio(page) as other:
+        with open_rasterio(page) as other:
             if (other.height, other.width, other.count, other.dtypes[0]) != (info.height, info.width, info.count,
                                                                                info.dtype):
                 _log_once(("pages", path), "%s: %d TIFF pages that differ (%dx%dx%d %s vs %dx%dx%d %s) are not a "
@@ -293,12 +298,12 @@ def read_raster(path: str) -> Tuple[np.ndarray, RasterInfo]:
         return array, info
     from rasterio.enums import MaskFlags
 
-    with _open_rasterio(path) as src:
+    with open_rasterio(path) as src:
         info = _info_from_dataset(path, src)
         try:
             bands = [src.read()]  # (C, H, W)
             for page in _band_pages(path, src, info):
-                with _open_rasterio(page) as other:
+                with open_rasterio(page) as other:
                     bands.append(other.read())
             flags = src.mask_flag_enums[0] if src.count else ()
             if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags and MaskFlags.nodata not in flags:

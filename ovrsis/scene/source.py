@@ -12,13 +12,12 @@ uses the scene's own sample, ``percentile_dataset`` one sample over all scenes o
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Optional, Sequence
 
 import numpy as np
 
 from ..data.raster import (RasterError, RasterImage, RasterInfo, RasterSettings, band_percentiles, convert,
-                           raster_info, select_bands, valid_pixels)
+                           open_rasterio, raster_info, select_bands, valid_pixels)
 
 OVERVIEW_SIDE = 1024  # long side of the overview read for statistics
 SAMPLE_WINDOWS = 4  # windows per axis sampled for statistics when there are no overviews
@@ -32,15 +31,7 @@ def open_scene(path: str):
     Raises:
         RasterError: an unreadable file, naming it.
     """
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
-    except RasterioIOError as err:
-        raise RasterError(f"cannot read scene {path}: {err}") from err
+    return open_rasterio(path, what="scene")
 
 
 def scene_info(path: str) -> RasterInfo:
