@@ -12,3 +12,28 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def quickstart_checkpoint(tmp_path_factory, one_thread):
+    """``quickstart_checkpoint(seed)``: path of a saved quickstart model whose random weights are
+    perturbed by seeded noise (scores far from uniform, so predictions are not ties)."""
+    from pathlib import Path
+
+    from detectron2.modeling import build_model
+
+    from ovrsis.engine import setup_cfg
+
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
+
+    def make(seed: int) -> str:
+        model = build_model(setup_cfg(config, ["MODEL.DEVICE", "cpu"]))
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=generator))
+        path = str(tmp_path_factory.mktemp("ckpt") / "model_final.pth")
+        torch.save({"model": model.state_dict()}, path)
+        return path
+
+    return make

@@ -48,20 +48,8 @@ def tools():
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, one_thread) -> str:
-    from detectron2.modeling import build_model
-
-    from ovrsis.engine import setup_cfg
-
-    cfg = setup_cfg(QUICKSTART, ["MODEL.DEVICE", "cpu"])
-    model = build_model(cfg)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=generator))
-    path = str(tmp_path_factory.mktemp("ckpt") / "model_final.pth")
-    torch.save({"model": model.state_dict()}, path)
-    return path
+def checkpoint(quickstart_checkpoint) -> str:
+    return quickstart_checkpoint(1)
 
 
 @pytest.fixture(scope="module")

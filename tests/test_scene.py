@@ -35,19 +35,8 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, one_thread) -> str:
-    from detectron2.modeling import build_model
-
-    from ovrsis.engine import setup_cfg
-
-    model = build_model(setup_cfg(QUICKSTART, ["MODEL.DEVICE", "cpu"]))
-    generator = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=generator))
-    path = str(tmp_path_factory.mktemp("ckpt") / "model_final.pth")
-    torch.save({"model": model.state_dict()}, path)
-    return path
+def checkpoint(quickstart_checkpoint) -> str:
+    return quickstart_checkpoint(2)
 
 
 @pytest.fixture(scope="module")
