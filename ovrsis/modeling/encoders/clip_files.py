@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError, check_path
+from ...once import log_once
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ def check_activation(model: nn.Module, arch: str, arch_key: str, pretrained: str
 
     Raises:
         ConfigError: a certain disagreement (OpenAI archive, open_clip tag).
-    A disagreement inferred from the file name is logged as a warning naming both keys.
+    A disagreement inferred from the file name is logged as a warning naming both keys, once per run.
     """
     expected = expected_activation(pretrained, arch, is_tag=is_tag, openai_archive=openai_archive)
     if expected is None:
@@ -174,4 +175,5 @@ def check_activation(model: nn.Module, arch: str, arch_key: str, pretrained: str
                f"every output changes. Set {arch_key} to the {activation} architecture{_suggest(arch, activation)}")
     if certain:
         raise ConfigError(message)
-    logger.warning("ACTIVATION MISMATCH: %s, unless this reproduces an official build on purpose.", message)
+    log_once(logger, f"activation:{weights_key}:{pretrained}:{arch}", logging.WARNING,
+             "ACTIVATION MISMATCH: %s, unless this reproduces an official build on purpose.", message)
