@@ -5,7 +5,7 @@ aggregation, guided upsampling). Defaults are CAT-Seg ViT-B/16@384 as released.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from detectron2.config import CfgNode as CN
@@ -18,7 +18,7 @@ OPENAI_CLIP_STD = [68.5005327, 66.6321579, 70.3231630]
 # check_config_paths -> ovrsis.errors.check_path) serves train, eval, the Predictor, the demo, the
 # benchmarks and sweep validation; "file or tag" is a file when the value looks like a path (else
 # an open_clip pretrained tag). tests/test_kinds.py enumerates the keys of
-# add_ovrsis_config, so a new path key must be listed here. Dataset folders and class files of
+# add_ovrsis_config, so a new path key must be listed here; a project's keys: register_path_key. Dataset folders and class files of
 # DATASETS.REGISTER entries are checked where they are read (ovrsis.data.folder_dataset).
 PATH_KEYS = {
     "MODEL.WEIGHTS": ("file", "a model checkpoint (.pth)", None),
@@ -33,6 +33,26 @@ PATH_KEYS = {
 
 
 _EXTENSIONS: list = []
+
+
+def register_path_key(key: str, kind: str, what: str, used_when: Optional[str] = None) -> None:
+    """Add a project's config key that names a file to :data:`PATH_KEYS`, so the one path check
+    covers it in train, eval, the Predictor, the demo, the benchmarks and sweep validation.
+
+    Args:
+        key: full config key, e.g. ``"MODEL.MY_STREAM.WEIGHTS"``.
+        kind: ``"file"``, ``"dir"`` or ``"file or tag"`` (a file when the value looks like a path).
+        what: what the file holds, for the error message.
+        used_when: a boolean key that must be true for the run to read the file, or None.
+
+    Raises:
+        ValueError: an unknown ``kind``, or ``key`` already registered with other values.
+    """
+    if kind not in ("file", "dir", "file or tag"):
+        raise ValueError(f"register_path_key({key!r}): kind must be 'file', 'dir' or 'file or tag', got {kind!r}")
+    entry = (kind, what, used_when)
+    if PATH_KEYS.setdefault(key, entry) != entry:
+        raise ValueError(f"register_path_key({key!r}): already registered as {PATH_KEYS[key]}")
 
 
 def register_config(add_config: Callable[[CN], None]) -> Callable[[CN], None]:

@@ -425,6 +425,32 @@ def test_a_stream_that_is_off_does_not_need_its_weights_file(key, tmp_path):
     setup_cfg(QUICKSTART, [key, str(tmp_path / "absent.pth"), used_when, "False"])
 
 
+def test_a_registered_project_path_key_is_checked_by_setup_and_sweep_validation(tmp_path):
+    """register_path_key: a project's key naming a file gets the one path check (a key the
+    project's add_*_config would add; OUTPUT_DIR stands in for it here)."""
+    from ovrsis import config
+    from ovrsis.engine import setup_cfg
+    from ovrsis.sweep.resolve import check_config
+    from ovrsis.sweep.spec import SweepError
+
+    (tmp_path / "not_a_folder").write_text("x")
+    opts = ["OUTPUT_DIR", str(tmp_path / "not_a_folder")]
+    config.register_path_key("OUTPUT_DIR", "dir", "a project's folder")
+    try:
+        config.register_path_key("OUTPUT_DIR", "dir", "a project's folder")  # same entry: no error
+        with pytest.raises(ValueError, match="already registered"):
+            config.register_path_key("OUTPUT_DIR", "file", "another thing")
+        with pytest.raises(ConfigError, match="OUTPUT_DIR.*is a file"):
+            setup_cfg(QUICKSTART, opts)
+        cfg = setup_cfg(QUICKSTART).clone()
+        cfg.defrost()
+        cfg.merge_from_list(opts)
+        with pytest.raises(SweepError, match="a project's folder"):
+            check_config(cfg, "run 0")
+    finally:
+        del config.PATH_KEYS["OUTPUT_DIR"]
+
+
 # ------------------------------------------------------------------ raster conformance: entry points x raster kinds
 H, W = 10, 14
 _rng = np.random.default_rng(5)

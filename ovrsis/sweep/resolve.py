@@ -120,14 +120,6 @@ def check_config(cfg: CfgNode, where: str, built: dict[str, str] | None = None) 
         check_datasets_registered(cfg)
     except OVRSISError as exc:
         raise SweepError(f"{where}: {exc}") from None
-    for key in _all_keys(cfg):  # every stream's weights (MODEL.DINO/SAM/RS_CLIP.WEIGHTS, ...)
-        path = _get(cfg, key)
-        if key.endswith(".WEIGHTS") and isinstance(path, str) and path and "://" not in path and not _exists(path):
-            raise SweepError(f"{where}: {key}: file {path!r} does not exist")
-    pretrained = cfg.MODEL.CLIP.PRETRAINED
-    if pretrained and ("/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))) \
-            and not _exists(pretrained):
-        raise SweepError(f"{where}: MODEL.CLIP.PRETRAINED: file {pretrained!r} does not exist")
 
     model_cfg = cfg.clone()
     model_cfg.defrost()
@@ -224,12 +216,6 @@ def evaluation_datasets(sweep: Sweep, cfg: CfgNode) -> tuple[str, ...]:
 
         return tuple(SUITES[sweep.suite].datasets)
     return tuple(sweep.datasets) or tuple(cfg.DATASETS.TEST)
-
-
-def _exists(path: str) -> bool:
-    import os
-
-    return os.path.exists(os.path.expanduser(path))
 
 
 def _get(cfg: CfgNode, key: str, default: Any = None) -> Any:
