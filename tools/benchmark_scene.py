@@ -25,6 +25,8 @@ from contextlib import nullcontext
 
 import numpy as np
 
+from ovrsis.engine.cli import parse_args_with_overrides
+
 STRIP = 512
 CLASSES = ["water", "tree, forest", "building", "bare soil", "cropland", "road"]  # ids of the truth raster
 COLOURS = np.array([[30, 80, 160], [40, 140, 50], [150, 150, 150], [190, 170, 120], [90, 120, 40], [200, 200, 200]],
@@ -87,7 +89,7 @@ def main() -> int:
     parser.add_argument("--scene", help=argparse.SUPPRESS)  # worker mode
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides")
-    args = parser.parse_args()
+    args = parse_args_with_overrides(parser)
     if args.scene:
         predict(args)
         return 0
