@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, when not installed
 
-from ovrsis.errors import OVRSISError  # noqa: E402
+from ovrsis.engine.launch import report_user_errors  # noqa: E402
 from ovrsis.sweep import spec as sweep_spec  # noqa: E402
 from ovrsis.sweep.execute import (RunTask, check_backend, gpu_slots, job_finished, run_local,  # noqa: E402
                                   slurm_parameters, submit_slurm, visible_gpus)
@@ -319,12 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    try:
-        code = main()
-    except OVRSISError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = 2
-    sys.exit(code)
+    sys.exit(report_user_errors(main))
 
 
 if __name__ == "__main__":

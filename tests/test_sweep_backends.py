@@ -45,3 +45,14 @@ def test_slurm_test_executors_need_no_slurm(sweep_script, tmp_path, monkeypatch)
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     with pytest.raises(AssertionError, match="validated"):
         sweep_script.main([SWEEP, "--output", str(tmp_path / "s"), "--backend", "slurm", "--submitit-cluster", "debug"])
+
+
+def test_a_sweep_user_error_is_one_ovrsis_error_line(sweep_script, tmp_path, monkeypatch, capsys):
+    """The sweep script reports like every entry point: ``ovrsis: error: ...``, exit status 2."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    monkeypatch.setattr("sys.argv", ["sweep.py", SWEEP, "--output", str(tmp_path / "s"), "--backend", "slurm"])
+    with pytest.raises(SystemExit) as exit_:
+        sweep_script.run()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ovrsis: error: --backend slurm: no Slurm here"), err
