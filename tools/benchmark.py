@@ -25,7 +25,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import ovrsis  # noqa: F401  (compat shims first: before detectron2 and fvcore)
