@@ -435,6 +435,9 @@ def test_a_registered_project_path_key_is_checked_by_setup_and_sweep_validation(
 
     (tmp_path / "not_a_folder").write_text("x")
     opts = ["OUTPUT_DIR", str(tmp_path / "not_a_folder")]
+    cfg = setup_cfg(QUICKSTART).clone()  # built before the key is registered
+    cfg.defrost()
+    cfg.merge_from_list(opts)
     config.register_path_key("OUTPUT_DIR", "dir", "a project's folder")
     try:
         config.register_path_key("OUTPUT_DIR", "dir", "a project's folder")  # same entry: no error
@@ -442,9 +445,6 @@ def test_a_registered_project_path_key_is_checked_by_setup_and_sweep_validation(
             config.register_path_key("OUTPUT_DIR", "file", "another thing")
         with pytest.raises(ConfigError, match="OUTPUT_DIR.*is a file"):
             setup_cfg(QUICKSTART, opts)
-        cfg = setup_cfg(QUICKSTART).clone()
-        cfg.defrost()
-        cfg.merge_from_list(opts)
         with pytest.raises(SweepError, match="a project's folder"):
             check_config(cfg, "run 0")
     finally:
