@@ -312,3 +312,16 @@ def test_jpeg_ycbcr_orthophoto_tiff_reads_as_rgb(tmp_path):
         dst.write(rgb.transpose(2, 0, 1))
     out = read_rgb8(str(path))
     assert out.shape == (32, 32, 3) and abs(int(out[..., 0].mean()) - 200) < 8 and out[..., 2].mean() < 10
+
+
+@pytest.mark.parametrize("band", [1, 2, 4])
+def test_one_band_named_by_bands_is_grey_rgb(tmp_path, band):
+    """``BANDS [b]``: band b feeds R, G and B (grey), from any band of a stack."""
+    stack = (np.arange(5 * 6 * 4).reshape(5, 6, 4) * 7 % 251).astype(np.uint8)
+    path = str(tmp_path / "stack.tif")
+    with rasterio.open(path, "w", driver="GTiff", height=5, width=6, count=4, dtype="uint8") as dst:
+        dst.write(stack.transpose(2, 0, 1))
+    rgb = read_rgb8(path, RasterSettings(bands=(band,)))
+    assert rgb.shape == (5, 6, 3)
+    for channel in range(3):
+        np.testing.assert_array_equal(rgb[..., channel], stack[..., band - 1])

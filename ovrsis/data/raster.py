@@ -336,7 +336,7 @@ def _data_bands(array: np.ndarray, info: RasterInfo, settings: RasterSettings) -
         if bad:
             raise RasterError(f"image {info.describe()}: {settings.key}.BANDS {list(settings.bands)} names band(s) "
                               f"{bad} but the file has {count}")
-        picked = [b - 1 for b in settings.bands]
+        picked = [b - 1 for b in settings.bands] * (3 if len(settings.bands) == 1 else 1)  # one band: grey
         return picked, (mask_alpha if mask_alpha not in picked else None)
     if alpha is not None and mask_alpha is None:
         raise RasterError(
