@@ -8,7 +8,9 @@ for a descheduled thread: measured on the 2-core development VM with other work 
 quickstart's training step took 8.4 s instead of 0.70 s with passive waiting (12×; the issue
 saw 50× at load average 6–12; docs/performance.md, "CPU under load"). With passive waiting
 (``OMP_WAIT_POLICY=PASSIVE``) a waiting thread sleeps at once and the job degrades to its fair
-share; on a quiet machine the cost is within the noise of the same measurement.
+share (1.7–2.0× of it next to 1–4 busy processes; docs/performance.md). On a quiet machine
+it costs the tiny quickstart model 1.5× per training step (measured; small parallel regions wake
+sleeping threads), which is why ``OVRSIS_CPU_DEFAULTS=0`` exists for benchmarking on a machine of one's own.
 
 libgomp reads its environment when it is loaded, i.e. when ``torch`` is first imported, so
 this runs from ``ovrsis/__init__.py`` — every entry point (``train_net.py``, ``tools/``,
