@@ -10,11 +10,11 @@ from .folder_dataset import (
     dataset_root,
     load_folder_dataset,
     read_mask,
-    register_datasets_from_config,
     register_folder_dataset,
 )
 from .benchmarks import register_benchmark_datasets
 from .mappers import ColorJitterAugmentation, SemanticSegmentationMapper
+from .registration import register_datasets_from_config
 from .synthetic import ensure_synthetic_dataset, register_synthetic_datasets
 from .vocabulary import load_class_names
 
