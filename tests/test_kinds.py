@@ -164,6 +164,8 @@ def test_no_data_is_no_data_in_every_demo_output(kind, tmp_path):
     assert np.isnan(probs[:, ~valid]).all() and np.isfinite(probs[:, valid]).all()
     polygons = json.loads((out / f"{stem}.geojson").read_text())["features"]
     assert sum(f["properties"]["pixels"] for f in polygons) == valid.sum()
+    overlay = cv2.imread(str(out / f"{stem}_overlay.png"))
+    assert (overlay[~valid] == 0).all() and overlay[valid].any()  # no-data: the (zeroed) image, not a class colour
 
 
 def test_no_data_is_ignored_by_the_loss_and_left_out_of_evaluation(tmp_path):

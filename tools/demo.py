@@ -55,6 +55,8 @@ from ovrsis.export import (is_georeferenced, label_polygons, write_json, write_l
 from ovrsis.predictor import Prediction, Predictor
 from ovrsis.visualization import class_colors, colorize, figure_with_legend, heatmap_figure, overlay, save_figure
 
+NO_DATA = -1  # label shown for the input's no-data pixels in the pictures (black in the panel, unpainted in the overlay)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,11 +145,13 @@ def write_outputs(result: Prediction, stem: str, output: str, colors: np.ndarray
         path = os.path.join(output, f"{stem}_labels.png")
         write_label_png(path, result.labels, len(names), result.valid)
     written.append(path)
-    fig = figure_with_legend([result.image, colorize(result.labels, colors)], ["image", "prediction"], names, colors)
+    shown = result.labels if result.valid is None else np.where(result.valid, result.labels, NO_DATA)
+    fig = figure_with_legend([result.image, colorize(shown, colors, ignore=NO_DATA)], ["image", "prediction"], names,
+                             colors)
     written.append(os.path.join(output, f"{stem}_mask.png"))
     save_figure(fig, written[-1])
-    written.append(os.path.join(output, f"{stem}_overlay.png"))
-    cv2.imwrite(written[-1], overlay(result.image, result.labels, colors, args.alpha)[:, :, ::-1])
+    written.append(os.path.join(output, f"{stem}_overlay.png"))  # no-data pixels: the image, unpainted
+    cv2.imwrite(written[-1], overlay(result.image, shown, colors, args.alpha, ignore=NO_DATA)[:, :, ::-1])
     if args.heatmaps:
         probs = result.probabilities.numpy()
         for i, name in enumerate(names):
