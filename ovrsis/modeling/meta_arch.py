@@ -17,21 +17,21 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 from torch import nn
 
+from ..data.mappers import loss_ignore_value
+from ..data.vocabulary import check_class_names
+from . import loss_heads as _loss_heads  # noqa: F401  (registers the loss heads)
 from .cost.rotation import check_rotations, fuse_rotation_costs, fused_channels, rotate_batch, unrotate
 from .cost.volume import cosine_cost, scatter_selected, select_top_classes
 from .decoders.guided_upsampling import TapPyramid
 from .encoders.clip import CLIPEncoder
 from .encoders.specialist import build_specialists, check_guidance_sources, resample_to_grid
 from .inference import Protocol, build_protocols, builtin_protocols, check_protocol
-from .perturbation import PerturbationStage, build_perturbation
-from ..data.mappers import loss_ignore_value
 from .losses import per_class_bce
-from ..data.vocabulary import check_class_names
+from .perturbation import PerturbationStage, build_perturbation
 from .precision import autocast, check_precision, full_precision, precision_from_config
-from .tiling import TilingSettings, tiled_probabilities
 from .registry import AGGREGATOR_REGISTRY, DECODER_REGISTRY, LOSS_HEAD_REGISTRY
 from .text_templates import prompt_templates
-from . import loss_heads as _loss_heads  # noqa: F401  (registers the loss heads)
+from .tiling import TilingSettings, tiled_probabilities
 
 logger = logging.getLogger(__name__)
 
