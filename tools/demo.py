@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = predictor.predict(path, names, raster, progress=advance)
         except RasterError as err:
+            if "INPUT.RASTER" not in str(err):  # the flags help only where a band/scaling choice is asked for
+                raise
             raise RasterError(f"{err} (demo flags: --bands sets INPUT.RASTER.BANDS, --scaling .SCALING, --range "
                               ".RANGE, --percentiles .PERCENTILES)") from None
         seconds = time.perf_counter() - start

@@ -189,6 +189,8 @@ def main(args: argparse.Namespace, overrides: list[str], scenes: list[str]) -> i
             result = predictor.predict_scene(scene, names, args.output, scene_options(args, scene), raster, stats,
                                              progress=not args.no_progress, part=part)
         except RasterError as err:
+            if "INPUT.RASTER" not in str(err):  # the flags help only where a band/scaling choice is asked for
+                raise
             raise RasterError(f"{err} (flags: --bands sets INPUT.RASTER.BANDS, --scaling .SCALING, --range .RANGE, "
                               "--percentiles .PERCENTILES)") from None
         if part[0] != 0:  # a shared scene: process 0 reports it

@@ -5,6 +5,7 @@ need their own path; ``torchrun`` (env://) is detected from its environment vari
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -132,10 +133,16 @@ def _launch_local(main_func: Callable, num_procs_per_machine: int, num_machines:
     # the spawned interpreters read these when OpenMP/MKL start, before _cpu_worker runs
     env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k not in os.environ}
     os.environ.update(env)
+    # a worker's user error is printed once by rank 0; torch's "Terminating process ... via signal
+    # SIGTERM" notices for the other workers would follow it, so that logger is quiet meanwhile
+    spawn_logger = logging.getLogger("torch.multiprocessing.spawn")
+    level = spawn_logger.level
+    spawn_logger.setLevel(logging.ERROR)
     try:
         mp.start_processes(_cpu_worker, nprocs=num_procs_per_machine, start_method="spawn",
                            args=(main_func, world_size, num_procs_per_machine, machine_rank, dist_url, tuple(args),
                                  timeout, threads))
     finally:
+        spawn_logger.setLevel(level)
         for key in env:
             os.environ.pop(key, None)

@@ -221,5 +221,5 @@ def write_quicklook(paths: ScenePaths, scene: str, reader_settings, class_names:
     image = convert(*reader.stored(0, 0, reader.info.height, reader.info.width, shape), reader_settings).rgb
     reader.close()
     fig = figure_with_legend([image, colorize(labels, colors, ignore=nodata)], ["scene", "prediction"],
-                             list(class_names), colors, tile_inches=max(shape) / 100)
+                             list(class_names), colors, tile_inches=max(max(shape) / 100, 1.5))  # ≥ 1.5 in: room for titles
     save_figure(fig, paths.quicklook)
