@@ -518,6 +518,7 @@ def _dry_run(sources: Sequence[Source], targets: Sequence[Target], root: str, re
     for target in targets:
         taken = [s for s in sources if target.takes(s)]
         image_dir, mask_dir = target.record.folders(root)
+        note = ""
         if target.tiling is None:
             count = f"{len(taken)} images + {len(taken)} masks"
         else:
@@ -533,10 +534,11 @@ def _dry_run(sources: Sequence[Source], targets: Sequence[Target], root: str, re
             count = (f"{'at most ' if target.tiling.drop_empty else ''}{tiles} "
                      f"{target.tiling.size}x{target.tiling.size} tiles (+ masks)")
             if unknown:
-                count += f" from {len(taken) - unknown} images; {unknown} more once unpacked"
+                note = (f"; the tile count covers the {len(taken) - unknown} images already unpacked, not the "
+                        f"{unknown} still inside archives")
         splits = ", ".join(target.groups) if target.groups else "all"
         print(f"  {target.dataset}: would write {count} from {len(taken)} raw images (splits: {splits}) into "
-              f"{image_dir} and {mask_dir}")
+              f"{image_dir} and {mask_dir}{note}")
     print(f"{recipe}: dry run, nothing written")
 
 
