@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)
+from ovrsis.config import flatten_config
 from ovrsis.data.benchmarks import Suite
 from ovrsis.engine import setup_cfg
 from ovrsis.engine.cli import parse_args_with_overrides  # noqa: E402
@@ -58,14 +59,8 @@ def _as_opts(overlay: str) -> list:
     """An overlay file (no ``_BASE_``) as KEY VALUE overrides."""
     import yaml
 
-    def flat(node: dict, prefix: str = "") -> list:
-        items = []
-        for key, value in node.items():
-            items += flat(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}", value]
-        return items
-
     with open(overlay) as f:
-        return flat(yaml.safe_load(f) or {})
+        return [item for pair in flatten_config(yaml.safe_load(f) or {}).items() for item in pair]
 
 
 def paper_row(markdown_rows: list[dict], metric: str, method: str) -> str:

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, when not installed
 
+from ovrsis.config import flatten_config  # noqa: E402
 from ovrsis.engine.launch import report_user_errors  # noqa: E402
 from ovrsis.sweep import spec as sweep_spec  # noqa: E402
 from ovrsis.sweep.execute import (RunTask, check_backend, gpu_slots, job_finished, run_local,  # noqa: E402
@@ -113,20 +114,11 @@ def changed_keys(plan: Plan) -> list[str]:
         import yaml
 
         with open(os.path.join(plan.run_dir, CONFIG_FILE)) as f:
-            old = _flatten(yaml.safe_load(f))
+            old = flatten_config(yaml.safe_load(f) or {})
     except (OSError, ValueError):
         return []
-    new = _flatten(yaml_data(plan.cfg))
+    new = flatten_config(yaml_data(plan.cfg))
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k != "OUTPUT_DIR")
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, dict):
-        return {prefix[:-1]: data}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out.update(_flatten(value, f"{prefix}{key}."))
-    return out
 
 
 def describe(plan: Plan, resume: bool, discard_changed: bool) -> str:

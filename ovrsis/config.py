@@ -5,7 +5,7 @@ aggregation, guided upsampling). Defaults are CAT-Seg ViT-B/16@384 as released.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 from detectron2.config import CfgNode as CN
@@ -33,6 +33,18 @@ PATH_KEYS = {
 
 
 _EXTENSIONS: list = []
+
+
+def flatten_config(node: Mapping, prefix: str = "") -> Dict[str, Any]:
+    """``{"MODEL.CLIP.ARCH": value, ...}``: every leaf of a (nested) config node or dict under its
+    dotted key, in order; ``prefix`` is put before each key (e.g. ``"MODEL."`` for ``cfg.MODEL``)."""
+    out: Dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, Mapping):
+            out.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def register_path_key(key: str, kind: str, what: str, used_when: Optional[str] = None) -> None:

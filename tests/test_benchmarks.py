@@ -19,7 +19,7 @@ import ovrsis  # noqa: F401  (compat shims before detectron2)
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ovrsis.config import add_ovrsis_config
+from ovrsis.config import add_ovrsis_config, flatten_config
 from ovrsis.data import DatasetError, load_folder_dataset
 from ovrsis.data.benchmarks import (ALL_RECORDS, PROTOCOLS, RECORDS, SUITES, inference_from_config,
                                     register_benchmark_datasets)
@@ -370,13 +370,6 @@ _INFERENCE_PREFIXES = ("TEST.INFERENCE_MODE", "TEST.WHOLE.", "TEST.SLIDE.", "TES
                        "INPUT.MAX_SIZE_TEST")
 
 
-def _flat_keys(node: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key, value in node.items():
-        keys += _flat_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
-    return keys
-
-
 def _protocol_comment(path: Path) -> str | None:
     """The config's ``# Protocol ...`` comment (with its ``#   `` continuation lines), from the file
     or, failing that, the nearest of its ``_BASE_`` files."""
@@ -404,7 +397,7 @@ def test_config_evaluates_as_its_protocol_record_or_says_so(path):
 
     raw = yaml.safe_load(path.read_text()) or {}
     if "_BASE_" not in raw and path.name != "base.yaml":
-        assert not [k for k in _flat_keys(raw) if k.startswith(_INFERENCE_PREFIXES)], "an overlay changes inference"
+        assert not [k for k in flatten_config(raw) if k.startswith(_INFERENCE_PREFIXES)], "an overlay changes inference"
         return
     cfg = get_cfg()
     add_ovrsis_config(cfg)

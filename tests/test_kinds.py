@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import ovrsis
+from ovrsis.config import flatten_config
 from ovrsis.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -345,16 +346,6 @@ NOT_READ = {"OUTPUT_DIR": "written by the run", "DATASETS.SYNTHETIC.ROOT": "a ca
 _PATH_NAME = ("WEIGHTS", "PRETRAINED", "FILE", "FILES", "ROOT", "DIR", "PATH", "PATHS")
 
 
-def _flat_keys(node, prefix: str = "") -> dict:
-    out = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            out.update(_flat_keys(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def test_every_file_naming_key_goes_through_the_path_check():
     """A new key naming a file (…WEIGHTS, …_FILE, …ROOT, …) must be listed in PATH_KEYS (or here,
     with the reason the run does not read it)."""
@@ -364,7 +355,7 @@ def test_every_file_naming_key_goes_through_the_path_check():
 
     cfg = get_cfg()
     add_ovrsis_config(cfg)
-    keys = _flat_keys(cfg)
+    keys = flatten_config(cfg)
     named = {k for k, v in keys.items() if isinstance(v, str) and k.rsplit(".", 1)[-1].endswith(_PATH_NAME)}
     assert named - set(NOT_READ) == set(PATH_KEYS), "list the new key in ovrsis.config.PATH_KEYS"
     assert set(PATH_KEYS) <= set(keys)

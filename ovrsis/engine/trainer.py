@@ -37,6 +37,7 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import OVRSISCheckpointer
+from ..config import flatten_config
 from ..errors import CheckpointError, ConfigError
 from ..data import SemanticSegmentationMapper
 from ..data.benchmarks import inference_from_config
@@ -152,23 +153,13 @@ class PrecisionTrainer(SimpleTrainer):
 RESUME_REFUSED_KEYS = ("SOLVER.OPTIMIZER",)  # the restored optimizer state would belong to another optimizer
 
 
-def _flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def config_changes(saved: str, cfg: CfgNode) -> Dict[str, tuple]:
     """``{key: (value in the checkpoint's config, value now)}`` for every key that differs between
     ``saved`` (a checkpoint's ``config``, YAML) and ``cfg``; keys only one side has are included."""
     import yaml
 
-    old = _flatten(yaml.safe_load(saved) or {})
-    new = _flatten(yaml.safe_load(cfg.dump()) or {})
+    old = flatten_config(yaml.safe_load(saved) or {})
+    new = flatten_config(yaml.safe_load(cfg.dump()) or {})
     return {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
 
 

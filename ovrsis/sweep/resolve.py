@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import torch
 from detectron2.config import CfgNode
 
+from ..config import flatten_config
 from ..engine.setup import merge_overrides, new_config
 from ..imports import import_modules
 from ..errors import OVRSISError, close_names
@@ -70,7 +71,7 @@ def resolve_config(sweep: Sweep, run: Run, output_dir: str, base: CfgNode | None
         register_entry = key.startswith("DATASETS.REGISTER.")  # config-only dataset fields may be new
         if not register_entry and _get(cfg, key, _MISSING) is _MISSING:
             raise SweepError(f"{sweep.path}: run {run.row}: config key {key} does not exist"
-                             f"{close_names(key, _all_keys(cfg))} (keys: ovrsis/config.py)")
+                             f"{close_names(key, list(flatten_config(cfg)))} (keys: ovrsis/config.py)")
         try:
             merge_overrides(cfg, [key, value])
         except (ValueError, TypeError, AssertionError, KeyError) as exc:
@@ -126,7 +127,7 @@ def check_config(cfg: CfgNode, where: str, built: dict[str, str] | None = None) 
     model_cfg.MODEL.DEVICE = "cpu"
     # structure only: weights are checked for existence above, loading them is the run's job
     model_cfg.MODEL.CLIP.PRETRAINED = ""
-    for key in _all_keys(model_cfg.MODEL, "MODEL."):
+    for key in flatten_config(model_cfg.MODEL, "MODEL."):
         if key.endswith(".WEIGHTS") and key != "MODEL.WEIGHTS":
             model_cfg.merge_from_list([key, ""])
     key = hashlib.sha1((model_cfg.MODEL.dump() + model_cfg.TEST.dump() + str(model_cfg.DATASETS.TRAIN[:1])
@@ -225,11 +226,3 @@ def _get(cfg: CfgNode, key: str, default: Any = None) -> Any:
             return default
         node = node[part]
     return copy.deepcopy(node)
-
-
-def _all_keys(cfg: CfgNode, prefix: str = "") -> list[str]:
-    keys = []
-    for name, value in cfg.items():
-        full = f"{prefix}{name}"
-        keys += _all_keys(value, full + ".") if isinstance(value, CfgNode) else [full]
-    return keys
