@@ -24,9 +24,7 @@ value. Reference tables (facts, transcribed; the source of each is named on its 
 """
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,17 +36,10 @@ from PIL import Image
 import ovrsis  # noqa: F401  (compat shims before detectron2)
 from ovrsis.data import load_folder_dataset
 from ovrsis.data.benchmarks import RECORDS
+from test_prepare_layouts import run  # runs a datasets/prepare_*.py main in-process
 
 REPO = Path(__file__).resolve().parents[1]
 IGNORED = "<ignored>"
-
-
-def run(script: str, *args: str) -> None:
-    spec = importlib.util.spec_from_file_location(script, REPO / "datasets" / f"{script}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[script] = module
-    spec.loader.exec_module(module)
-    module.main(list(args))
 
 
 def save(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
