@@ -55,28 +55,43 @@ from ovrsis.export import (is_georeferenced, label_polygons, write_json, write_l
 from ovrsis.predictor import Prediction, Predictor
 from ovrsis.visualization import class_colors, colorize, figure_with_legend, heatmap_figure, overlay, save_figure
 
-NO_DATA = -1  # label shown for the input's no-data pixels in the pictures (black in the panel, unpainted in the overlay)
+NO_DATA = -1  # label of the input's no-data pixels in the pictures (black panel, unpainted overlay)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE|FOLDER|GLOB", help="images to segment")
+def add_model_arguments(parser: argparse.ArgumentParser, classes_file: bool = True) -> None:
+    """``--config-file``, ``--weights``, ``--device`` and the vocabulary: ``--classes`` (or, with
+    ``classes_file``, ``--classes-file`` instead) — the prediction tools' shared flags."""
     parser.add_argument("--config-file", required=True, metavar="FILE", help="ovrsis config of the model")
     parser.add_argument("--weights", default=None, metavar="CKPT", help="checkpoint (default: MODEL.WEIGHTS)")
+    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: MODEL.DEVICE)")
+    if not classes_file:
+        parser.add_argument("--classes", nargs="+", required=True, metavar="NAME", help="class names")
+        return
     vocab = parser.add_mutually_exclusive_group(required=True)
     vocab.add_argument("--classes", nargs="+", metavar="NAME", help="class names, one argument per class")
     vocab.add_argument("--classes-file", metavar="FILE", help="class names: .txt (one per line) or .json list")
-    parser.add_argument("--output", default="output/demo", metavar="DIR", help="output folder (default: %(default)s)")
-    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: MODEL.DEVICE)")
-    parser.add_argument("--mode", default=None,
-                        help="inference protocol: whole | slide | tiled | a registered one (default: TEST.INFERENCE_MODE)")
-    parser.add_argument("--native-resolution", action="store_true",
-                        help="no test-time resize (INPUT.MIN_SIZE_TEST 0); use with --mode tiled for large scenes")
+
+
+def add_raster_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--bands``, ``--scaling``, ``--range``, ``--percentiles``: ``INPUT.RASTER`` as flags
+    (:func:`raster_overrides` turns them into config overrides)."""
     parser.add_argument("--bands", nargs="+", type=int, metavar="B", help="1-based bands for R G B (or one band)")
     parser.add_argument("--scaling", choices=("auto", "fixed", "percentile", "percentile_dataset"),
                         help="stored values → 8 bits (INPUT.RASTER.SCALING)")
     parser.add_argument("--range", nargs=2, type=float, metavar=("LO", "HI"), help="fixed scaling range")
     parser.add_argument("--percentiles", nargs=2, type=float, metavar=("LO", "HI"), help="percentile stretch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE|FOLDER|GLOB", help="images to segment")
+    add_model_arguments(parser)
+    parser.add_argument("--output", default="output/demo", metavar="DIR", help="output folder (default: %(default)s)")
+    parser.add_argument("--mode", default=None,
+                        help="inference protocol: whole | slide | tiled | a registered one (default: TEST.INFERENCE_MODE)")
+    parser.add_argument("--native-resolution", action="store_true",
+                        help="no test-time resize (INPUT.MIN_SIZE_TEST 0); use with --mode tiled for large scenes")
+    add_raster_arguments(parser)
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default: %(default)s)")
     parser.add_argument("--heatmaps", action="store_true", help="write one probability heat-map PNG per class")
     parser.add_argument("--probabilities", action="store_true", help="write all class scores as a float32 GeoTIFF")

@@ -41,7 +41,7 @@ from typing import Any, Optional
 import numpy as np
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)
-from demo import expand_inputs, raster_overrides, split_overrides
+from demo import add_model_arguments, add_raster_arguments, expand_inputs, raster_overrides, split_overrides
 from ovrsis.data.raster import RASTER_EXTENSIONS, RasterError
 from ovrsis.engine import launch, report_user_errors
 from ovrsis.errors import ConfigError
@@ -54,13 +54,8 @@ LIST_EXTENSIONS = (".txt", ".lst")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="SCENE|FOLDER|GLOB|LIST", help="scenes to segment")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="ovrsis config of the model")
-    parser.add_argument("--weights", default=None, metavar="CKPT", help="checkpoint (default: MODEL.WEIGHTS)")
-    vocab = parser.add_mutually_exclusive_group(required=True)
-    vocab.add_argument("--classes", nargs="+", metavar="NAME", help="class names, one argument per class")
-    vocab.add_argument("--classes-file", metavar="FILE", help="class names: .txt (one per line) or .json list")
+    add_model_arguments(parser)  # with --num-gpus, each rank uses its own GPU
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--device", default=None, help="cpu | cuda (default: MODEL.DEVICE; ranks use their own GPU)")
     parser.add_argument("--probabilities", nargs="?", const="uint8", choices=PROBABILITY_FORMATS, default=None,
                         help="also write per-class probabilities (default format: uint8, step 1/254)")
     parser.add_argument("--polygons", action="store_true", help="also write the labels as GeoJSON polygons")
@@ -74,11 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ignore-value", type=int, default=255, help="ignore id of --labels (default: %(default)s)")
     parser.add_argument("--seen", nargs="+", default=(), metavar="NAME", help="seen classes (s-/u-/h-mIoU)")
     parser.add_argument("--unseen", nargs="+", default=(), metavar="NAME", help="unseen classes")
-    parser.add_argument("--bands", nargs="+", type=int, metavar="B", help="1-based bands for R G B (or one band)")
-    parser.add_argument("--scaling", choices=("auto", "fixed", "percentile", "percentile_dataset"),
-                        help="stored values → 8 bits (INPUT.RASTER.SCALING)")
-    parser.add_argument("--range", nargs=2, type=float, metavar=("LO", "HI"), help="fixed scaling range")
-    parser.add_argument("--percentiles", nargs=2, type=float, metavar=("LO", "HI"), help="percentile stretch")
+    add_raster_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     dist = parser.add_argument_group("several processes or machines (the project's launcher)")
     dist.add_argument("--num-gpus", type=int, default=1, help="processes per machine (GPUs; CPU: gloo processes)")

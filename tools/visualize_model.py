@@ -27,11 +27,10 @@ import sys
 from pathlib import Path
 
 import ovrsis  # noqa: F401  (CPU process defaults before torch, compat shims before detectron2)
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the demo's argument helpers
-from demo import raster_overrides, split_overrides  # noqa: E402
+from demo import add_model_arguments, add_raster_arguments, raster_overrides, split_overrides  # noqa: E402
 from ovrsis.data.vocabulary import display_name  # noqa: E402
 from ovrsis.engine import report_user_errors  # noqa: E402
 from ovrsis.errors import ConfigError  # noqa: E402
@@ -75,14 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Config overrides go last, as KEY VALUE pairs.")
     parser.add_argument("image", help="an image file (any raster format)")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="ovrsis config of the model")
-    parser.add_argument("--weights", default=None, metavar="CKPT", help="checkpoint (default: MODEL.WEIGHTS)")
-    parser.add_argument("--classes", nargs="+", required=True, metavar="NAME", help="class names")
-    parser.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: MODEL.DEVICE)")
-    parser.add_argument("--bands", nargs="+", type=int, metavar="B", help="1-based bands for R G B")
-    parser.add_argument("--scaling", choices=("auto", "fixed", "percentile", "percentile_dataset"))
-    parser.add_argument("--range", nargs=2, type=float, metavar=("LO", "HI"))
-    parser.add_argument("--percentiles", nargs=2, type=float, metavar=("LO", "HI"))
+    add_model_arguments(parser, classes_file=False)
+    add_raster_arguments(parser)
     parser.add_argument("--max-classes", type=int, default=8, help="rows to draw (default: %(default)s)")
     parser.add_argument("--output", default="model_view.png", help="PNG to write (default: %(default)s)")
     args = parser.parse_args(arguments)
