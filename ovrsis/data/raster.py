@@ -185,8 +185,9 @@ def _uses_opencv(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in OPENCV_EXTENSIONS
 
 
-def open_rasterio(path: str, what: str = "image"):
-    """The rasterio dataset of ``path``, georeferencing warnings silenced (a context manager).
+def open_rasterio(path: str, what: str = "image", mode: str = "r", **profile):
+    """The rasterio dataset of ``path`` opened in ``mode`` (``"w"`` with a rasterio ``profile``),
+    georeferencing warnings silenced (a context manager).
 
     Raises:
         RasterError: missing, empty, truncated or unsupported file, naming it as ``what``.
@@ -197,8 +198,10 @@ def open_rasterio(path: str, what: str = "image"):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
+            return rasterio.open(path, mode, **profile)
     except RasterioIOError as err:
+        if mode == "w":
+            raise RasterError(f"cannot write {what} {path}: {err}") from err
         raise RasterError(f"cannot read {what} {path}: {_reason(path, err)}") from err
 
 

@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..data.raster import RasterInfo
+from ..data.raster import RasterInfo, open_rasterio
 from ..data.vocabulary import display_name
 from ..export import label_dtype
 
@@ -90,14 +90,7 @@ def _profile(info: RasterInfo, count: int, dtype: str, nodata: float, compress: 
 
 
 def _open(path: str, mode: str = "r", **profile):
-    import warnings
-
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return rasterio.open(path, mode, **profile)
+    return open_rasterio(path, "scene output", mode, **profile)
 
 
 class SceneRasters:

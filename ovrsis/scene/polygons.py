@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data.raster import RasterInfo
+from ..data.raster import RasterInfo, open_rasterio
 from ..export import coordinate_system, is_georeferenced, polygon_feature
 
 WINDOW = 2048
@@ -100,11 +100,10 @@ class PolygonStream:
 def write_polygons(labels_path: str, path: str, info: RasterInfo, class_names: Sequence[str],
                    min_pixels: int = 0) -> None:
     """GeoJSON polygons of the label raster ``labels_path`` (on ``info``'s grid) into ``path``."""
-    import rasterio
     from rasterio.windows import Window
 
     stream = PolygonStream(path, info, class_names, min_pixels)
-    with rasterio.open(labels_path) as src:
+    with open_rasterio(labels_path, "label raster") as src:
         nodata = int(src.nodata)
         for row in range(0, src.height, WINDOW):
             for col in range(0, src.width, WINDOW):
