@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import math
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +11,7 @@ import pytest
 import torch
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)
+from tool_modules import import_tools
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -27,11 +26,7 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def suite():
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        yield importlib.import_module("benchmark_suite")
-    finally:
-        sys.path.remove(str(REPO / "tools"))
+    return import_tools("benchmark_suite")["benchmark_suite"]
 
 
 @pytest.fixture(autouse=True)

@@ -4,9 +4,7 @@ whether they come from a list, a class file, a config's DATASETS.REGISTER entry,
 record, a model's ``set_vocabulary``, the Predictor, ``tools/demo.py`` or the web demo."""
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -22,6 +20,7 @@ from detectron2.data import MetadataCatalog
 from ovrsis.data.benchmarks.records import DatasetRecord, register_records
 from ovrsis.data.vocabulary import check_class_names, class_key, load_class_names, normalize_class_name
 from ovrsis.errors import ConfigError
+from tool_modules import import_tools
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
@@ -41,11 +40,7 @@ def predictor():
 
 @pytest.fixture(scope="module")
 def tools():
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        yield {name: importlib.import_module(name) for name in ("demo", "web_demo")}
-    finally:
-        sys.path.remove(str(REPO / "tools"))
+    return import_tools("demo", "web_demo")
 
 
 def test_normalisation_and_class_key():

@@ -14,7 +14,6 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
 import torch.nn.functional as F
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)

@@ -2,9 +2,7 @@
 builds a model, the registries a new part goes into, and the projects/cost_gate example."""
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -18,9 +16,7 @@ import ovrsis.modeling  # noqa: F401
 from ovrsis.engine import setup_cfg
 from ovrsis.errors import ConfigError
 from ovrsis.imports import config_imports, import_modules
-from ovrsis.modeling.registry import (AGGREGATOR_REGISTRY, COST_FUSION_REGISTRY, DECODER_REGISTRY,
-                                      INFERENCE_PROTOCOL_REGISTRY, LOSS_HEAD_REGISTRY, PERTURBATION_REGISTRY,
-                                      STREAM_REGISTRY, TEMPLATE_SET_REGISTRY)
+from ovrsis.modeling.registry import COST_FUSION_REGISTRY
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"

@@ -13,6 +13,7 @@ import torch
 import ovrsis
 from ovrsis.config import flatten_config
 from ovrsis.errors import ConfigError
+from tool_modules import import_tools
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
@@ -139,16 +140,11 @@ def _no_data_input(kind: str, folder: Path) -> tuple:
 @pytest.mark.parametrize("kind", ["declared value", "mask band", "alpha mask", "config key"])
 def test_no_data_is_no_data_in_every_demo_output(kind, tmp_path):
     import json
-    import sys
 
     import cv2
     import rasterio
 
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        import demo
-    finally:
-        sys.path.remove(str(REPO / "tools"))
+    demo = import_tools("demo")["demo"]
     path, extra, valid = _no_data_input(kind, tmp_path)
     out = tmp_path / "out"
     assert demo.main([path, "--config-file", QUICKSTART, "--classes", "water", "road", "--output", str(out),
@@ -666,11 +662,7 @@ def _read_through(entry: str, path: str, spec: dict, folder: Path, predictor, mo
 
         return read_image(Path(path), _settings(spec))[0], None
     # demo: the real main (flags, errors, outputs) on a model built once
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        import demo
-    finally:
-        sys.path.remove(str(REPO / "tools"))
+    demo = import_tools("demo")["demo"]
     from ovrsis.data.raster import RasterSettings
 
     def cached(config, weights=None, device=None, inference_mode=None, opts=()):

@@ -3,8 +3,6 @@ heat-maps, visualize_model, browse_dataset, the web demo, confusion matrices); c
 class names (water blue, vegetation green) and never repeat."""
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import cv2
@@ -13,6 +11,7 @@ import pytest
 
 import ovrsis
 from ovrsis import visualization as vis
+from tool_modules import import_tools
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
@@ -25,11 +24,7 @@ def _one_thread(one_thread):
 
 @pytest.fixture(scope="module")
 def tools():
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        yield {name: importlib.import_module(name) for name in ("demo", "visualize_model", "web_demo")}
-    finally:
-        sys.path.remove(str(REPO / "tools"))
+    return import_tools("demo", "visualize_model", "web_demo")
 
 
 def _has_colorbar(fig) -> bool:

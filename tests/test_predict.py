@@ -5,7 +5,6 @@ prediction can only match if the checkpoint was really loaded) and shared by the
 """
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import subprocess
@@ -24,7 +23,8 @@ import torch
 import ovrsis
 from ovrsis.data.raster import RasterError, RasterSettings
 from ovrsis.errors import ConfigError
-from ovrsis.visualization import class_colors, palette
+from ovrsis.visualization import class_colors
+from tool_modules import import_tools
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
@@ -38,13 +38,7 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tools():
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        yield {name: importlib.import_module(name)
-               for name in ("demo", "web_demo", "browse_dataset", "analyze_logs", "confusion_matrix",
-                            "visualize_model")}
-    finally:
-        sys.path.remove(str(REPO / "tools"))
+    return import_tools("demo", "web_demo", "browse_dataset", "analyze_logs", "confusion_matrix", "visualize_model")
 
 
 @pytest.fixture(scope="module")

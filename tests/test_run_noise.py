@@ -11,7 +11,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)

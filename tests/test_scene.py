@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from ovrsis.data.raster import RasterSettings
 from ovrsis.errors import ConfigError
 from ovrsis.scene import SceneOptions
 from ovrsis.visualization import class_colors
+from tool_modules import import_tools
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
@@ -323,13 +323,7 @@ def test_two_gloo_processes_equal_one(tool, predictor, checkpoint, tmp_path):
 
 @pytest.fixture(scope="module")
 def tool():
-    import importlib
-
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        yield importlib.import_module("predict_scene")
-    finally:
-        sys.path.remove(str(REPO / "tools"))
+    return import_tools("predict_scene")["predict_scene"]
 
 
 def test_tool_inputs(tool, tmp_path):
