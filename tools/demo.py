@@ -144,6 +144,15 @@ def raster_overrides(args: argparse.Namespace) -> list[str]:
     return opts
 
 
+def with_flag_hint(err: RasterError) -> RasterError:
+    """``err`` with the raster flags that set the ``INPUT.RASTER`` keys it asks for; unchanged when
+    it asks for none (an unreadable file, a grid mismatch)."""
+    if "INPUT.RASTER" not in str(err):
+        return err
+    return RasterError(f"{err} (flags: --bands sets INPUT.RASTER.BANDS, --scaling .SCALING, --range .RANGE, "
+                       "--percentiles .PERCENTILES)")
+
+
 def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", display_name(name)).strip("_")[:40] or "class"
 
@@ -217,10 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = predictor.predict(path, names, raster, progress=advance)
         except RasterError as err:
-            if "INPUT.RASTER" not in str(err):  # the flags help only where a band/scaling choice is asked for
-                raise
-            raise RasterError(f"{err} (demo flags: --bands sets INPUT.RASTER.BANDS, --scaling .SCALING, --range "
-                              ".RANGE, --percentiles .PERCENTILES)") from None
+            raise with_flag_hint(err) from None
         seconds = time.perf_counter() - start
         bar.close()
         written = write_outputs(result, Path(path).stem, args.output, colors, args)

@@ -41,7 +41,8 @@ from typing import Any, Optional
 import numpy as np
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)
-from demo import add_model_arguments, add_raster_arguments, expand_inputs, raster_overrides, split_overrides
+from demo import (add_model_arguments, add_raster_arguments, expand_inputs, raster_overrides, split_overrides,
+                  with_flag_hint)
 from ovrsis.data.raster import RASTER_EXTENSIONS, RasterError
 from ovrsis.engine import launch, report_user_errors
 from ovrsis.errors import ConfigError
@@ -180,10 +181,7 @@ def main(args: argparse.Namespace, overrides: list[str], scenes: list[str]) -> i
             result = predictor.predict_scene(scene, names, args.output, scene_options(args, scene), raster, stats,
                                              progress=not args.no_progress, part=part)
         except RasterError as err:
-            if "INPUT.RASTER" not in str(err):  # the flags help only where a band/scaling choice is asked for
-                raise
-            raise RasterError(f"{err} (flags: --bands sets INPUT.RASTER.BANDS, --scaling .SCALING, --range .RANGE, "
-                              "--percentiles .PERCENTILES)") from None
+            raise with_flag_hint(err) from None
         if part[0] != 0:  # a shared scene: process 0 reports it
             continue
         tqdm.write(result.summary() + (f" ({part[1]} processes)" if part[1] > 1 else ""))

@@ -231,8 +231,6 @@ def read_image(path: Path, settings: RasterSettings, bands: tuple[int, ...] = ()
         raise DatasetError(_flag_message(str(err))) from err
     if not settings.bands and bands:
         settings = replace(settings, bands=bands)
-    if len(settings.bands) == 1:  # grey: the one band feeds R, G and B
-        settings = replace(settings, bands=settings.bands * 3)
     if array.shape[2] == 1 and not settings.bands:
         if grey_quirk is None:
             raise DatasetError(
@@ -240,7 +238,7 @@ def read_image(path: Path, settings: RasterSettings, bands: tuple[int, ...] = ()
                 "mis-exported tile would give grey crops); pass --bands 1 to write it as grey RGB, or replace the file")
         if raw is not None:
             raw.note(grey_quirk, path)
-        settings = replace(settings, bands=(1, 1, 1))
+        settings = replace(settings, bands=(1,))  # one band: grey RGB (raster.py)
     try:
         rgb = to_rgb8(array, info, settings)
     except RasterError as err:
