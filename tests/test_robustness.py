@@ -270,7 +270,7 @@ def test_one_bad_image_is_one_clear_error(tmp_path):
 # ------------------------------------------------------------------ 4. CPU thread shares
 def test_each_cpu_process_gets_its_share_of_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(sys.modules["ovrsis.engine.launch"], "available_cores", lambda: 8)
+    monkeypatch.setattr(sys.modules["ovrsis.engine.launch"], "available_cpus", lambda: list(range(8)))
     assert [threads_per_process(n) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert threads_per_process(2) == 3

@@ -2,13 +2,24 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from ovrsis.runtime import CPU_DEFAULTS, apply_cpu_defaults
+from ovrsis import runtime
+from ovrsis.runtime import (
+    FIXED_THREADS_DEFAULTS,
+    ThreadGovernor,
+    adapt_threads,
+    adaptive_threads_enabled,
+    apply_cpu_defaults,
+    busy_core_seconds,
+    threads_for_free_cores,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = sorted(str(p.relative_to(REPO)) for p in [REPO / "train_net.py", *(REPO / "tools").glob("*.py"),
@@ -17,21 +28,25 @@ LOADS_OPENMP = ("torch", "torchvision", "detectron2", "open_clip", "fvcore", "ti
 SETS_DEFAULTS = ("ovrsis", "_common")  # _common imports ovrsis first
 
 
-def test_defaults_respect_the_user_and_the_opt_out():
+def test_fixed_threads_wait_passively_and_adaptive_threads_keep_the_short_spin():
+    adaptive = os.path.exists("/proc/stat")  # Linux: adaptive threads by default
     env = {}
-    assert apply_cpu_defaults(env) == CPU_DEFAULTS and env == {"OMP_WAIT_POLICY": "PASSIVE"}
-    env = {"OMP_WAIT_POLICY": "ACTIVE"}
-    assert apply_cpu_defaults(env) == {} and env == {"OMP_WAIT_POLICY": "ACTIVE"}
-    env = {"OVRSIS_CPU_DEFAULTS": "0"}
-    assert apply_cpu_defaults(env) == {} and "OMP_WAIT_POLICY" not in env
+    assert apply_cpu_defaults(env) == ({} if adaptive else FIXED_THREADS_DEFAULTS)
+    env = {"OVRSIS_ADAPTIVE_THREADS": "0"}
+    assert apply_cpu_defaults(env) == FIXED_THREADS_DEFAULTS and env["OMP_WAIT_POLICY"] == "PASSIVE"
+    env = {"OVRSIS_ADAPTIVE_THREADS": "0", "OMP_WAIT_POLICY": "ACTIVE"}  # the user's own value wins
+    assert apply_cpu_defaults(env) == {} and env["OMP_WAIT_POLICY"] == "ACTIVE"
+    env = {"OVRSIS_CPU_DEFAULTS": "0"}  # the libraries' defaults: neither
+    assert apply_cpu_defaults(env) == {} and "OMP_WAIT_POLICY" not in env and not adaptive_threads_enabled(env)
 
 
-def test_importing_ovrsis_sets_the_environment_before_torch_loads():
+@pytest.mark.parametrize("adaptive, expected", [("1", "None"), ("0", "PASSIVE")])
+def test_importing_ovrsis_sets_the_environment_before_torch_loads(adaptive, expected):
     code = ("import os, sys; import ovrsis; assert 'torch' not in sys.modules; "
             "print(os.environ.get('OMP_WAIT_POLICY'))")
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "OVRSIS_ADAPTIVE_THREADS": adaptive}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "PASSIVE"
+    assert out.stdout.strip() == expected
 
 
 def _first_import(tree: ast.Module, prefixes) -> float:
@@ -52,3 +67,193 @@ def test_entry_point_imports_ovrsis_before_torch(path):
         return  # imports torch only through ovrsis modules (or not at all)
     assert _first_import(tree, SETS_DEFAULTS) < first_torch, (
         f"{path}: import ovrsis before torch/detectron2 so OpenMP starts with ovrsis' CPU defaults")
+
+
+# ------------------------------------------------------------------ adaptive intra-op threads
+@pytest.mark.parametrize("free, ceiling, expected", [
+    (2.0, 2, 2), (1.9, 2, 2), (1.5, 2, 2),  # quiet, or a light neighbour: every thread gets a core
+    (1.33, 2, 1), (1.0, 2, 1), (0.4, 2, 1), (0.0, 2, 1),  # 1, 2, 4 busy neighbours: one thread
+    (3.7, 4, 4), (2.6, 4, 3), (7.9, 4, 4),  # never above the ceiling
+])
+def test_threads_follow_the_free_cores(free, ceiling, expected):
+    assert threads_for_free_cores(free, ceiling) == expected
+
+
+def test_busy_core_seconds_reads_only_this_process_cpus(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  900 0 100 5000 0 0 0 0 0 0\n"
+                    "cpu0 100 10 20 1000 50 1 2 3 0 0\n"  # busy 136 ticks (idle 1000 and iowait 50 left out)
+                    "cpu1 400 0 60 2000 0 0 0 0 0 0\n"  # busy 460
+                    "cpu2 999 0 0 0 0 0 0 0 0 0\n"
+                    "intr 12345\n")
+    hz = os.sysconf("SC_CLK_TCK")
+    assert busy_core_seconds([0, 1], str(stat)) == pytest.approx((136 + 460) / hz)
+    assert busy_core_seconds([1], str(stat)) == pytest.approx(460 / hz)
+    assert busy_core_seconds([7], str(stat)) is None  # a CPU the file does not list
+    assert busy_core_seconds([0], str(tmp_path / "absent")) is None  # not Linux
+
+
+class FakeMachine:
+    """A 2-core machine on which ``others`` cores' worth of other processes run and this
+    process uses ``own`` cores, advanced by hand."""
+
+    def __init__(self, threads: int = 2):
+        self.now = 0.0
+        self.busy = 0.0
+        self.own = 0.0
+        self.threads = threads
+        self.calls = []
+
+    def advance(self, seconds: float, others: float, own: float = 1.0):
+        self.now += seconds
+        self.busy += (others + own) * seconds
+        self.own += own * seconds
+
+    def set_threads(self, n: int):
+        self.calls.append(n)
+        self.threads = n
+
+    def governor(self, **kw) -> ThreadGovernor:
+        return ThreadGovernor([0, 1], read_busy=lambda: self.busy, read_own=lambda: self.own, clock=lambda: self.now,
+                              get_threads=lambda: self.threads, set_threads=self.set_threads, **kw)
+
+
+def test_governor_gives_way_to_busy_processes_and_takes_the_cores_back():
+    machine = FakeMachine()
+    gov = machine.governor()
+    assert gov.update() == 2 and machine.calls == []  # first sample: nothing to compare yet
+    machine.advance(1.0, others=0.05, own=1.9)
+    assert gov.update() == 2 and machine.calls == []  # quiet: both threads
+    machine.advance(1.0, others=0.67, own=1.33)  # one busy neighbour takes its third of 2 cores
+    assert gov.update() == 1 and machine.calls == [1]
+    machine.advance(1.0, others=1.0, own=1.0)  # steady state next to it: stays at one thread
+    assert gov.update() == 1 and machine.calls == [1]
+    machine.advance(1.0, others=0.0, own=1.0)  # the neighbour stopped
+    assert gov.update() == 2 and machine.calls == [1, 2]
+
+
+def test_governor_samples_at_most_every_interval():
+    machine = FakeMachine()
+    gov = machine.governor(interval=0.5)
+    gov.update()
+    machine.advance(0.2, others=2.0, own=0.0)
+    assert gov.update() == 2 and machine.calls == []  # too soon: no new sample
+    machine.advance(0.4, others=2.0, own=0.0)
+    assert gov.update() == 1  # the whole 0.6 s since the first sample counts
+
+
+def test_governor_keeps_a_count_set_by_someone_else_as_its_ceiling():
+    machine = FakeMachine(threads=4)
+    gov = machine.governor()
+    gov.update()
+    machine.threads = 1  # e.g. torch.set_num_threads(1) by the caller
+    machine.advance(1.0, others=0.0)
+    assert gov.update() == 1 and machine.calls == [] and gov.max_threads == 1  # never raised above it
+
+
+def test_governor_without_readings_changes_nothing():
+    machine = FakeMachine()
+    gov = ThreadGovernor([0, 1], read_busy=lambda: None, clock=lambda: machine.now,
+                         get_threads=lambda: machine.threads, set_threads=machine.set_threads)
+    for _ in range(3):
+        machine.now += 1.0
+        assert gov.update() == 2
+    assert machine.calls == []
+
+
+def test_adaptive_threads_opt_outs():
+    assert adaptive_threads_enabled({}) == os.path.exists("/proc/stat")
+    assert not adaptive_threads_enabled({"OVRSIS_ADAPTIVE_THREADS": "0"})
+    assert not adaptive_threads_enabled({"OVRSIS_CPU_DEFAULTS": "0"})
+
+
+class CountingGovernor:
+    def __init__(self):
+        self.updates = 0
+
+    def update(self):
+        self.updates += 1
+
+
+@pytest.fixture
+def counting_governor(monkeypatch):
+    governor = CountingGovernor()
+    monkeypatch.setattr(runtime, "_GOVERNOR", governor)
+    monkeypatch.setattr(runtime, "_GOVERNOR_OFF", False)
+    return governor
+
+
+def test_every_network_region_of_every_meta_architecture_adapts_the_threads(counting_governor):
+    """Training steps, whole-image / tiled / slide inference of the CAT-Seg family and the
+    training-free windows all reach :func:`adapt_threads` (on the CPU, once per network call)."""
+    from detectron2.modeling import build_model
+
+    from ovrsis.engine import setup_cfg
+
+    model = build_model(setup_cfg(str(REPO / "configs" / "quickstart.yaml"), ["MODEL.DEVICE", "cpu"]))
+    model.set_vocabulary(["water", "road"])
+    model.set_vocabulary(["water", "road"], train=True)
+    image = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)
+    model.train()
+    model([{"image": image, "sem_seg": torch.zeros(64, 64, dtype=torch.long)}])
+    assert counting_governor.updates == 1
+    model.eval()
+    for mode in ("whole", "slide", "tiled"):
+        before = counting_governor.updates
+        model.inference_mode = mode
+        with torch.no_grad():
+            model([{"image": image, "height": 64, "width": 64}])
+        assert counting_governor.updates > before, mode
+    segmentor = build_model(setup_cfg(str(REPO / "configs" / "segearth_ov" / "base.yaml"),
+                                      ["MODEL.DEVICE", "cpu", "MODEL.CLIP.ARCH", "ovrsis-tiny-vit",
+                                       "MODEL.CLIP.PRETRAINED", "", "MODEL.CLIP.IMAGE_SIZE", 64,
+                                       "MODEL.TRAINING_FREE.SIMFEATUP_WEIGHTS", "", "TEST.TILED.TILE", 32,
+                                       "TEST.TILED.STRIDE", 16, "TEST.TILED.LONG_SIDE", 64]))
+    segmentor.set_vocabulary(["water", "road"])
+    before = counting_governor.updates
+    with torch.no_grad():
+        segmentor([{"image": image.float(), "height": 64, "width": 64}])
+    assert counting_governor.updates > before
+
+
+def test_adapt_threads_ignores_other_devices(counting_governor):
+    adapt_threads(torch.device("cuda"))
+    adapt_threads("meta")
+    assert counting_governor.updates == 0
+    adapt_threads(torch.device("cpu"))
+    assert counting_governor.updates == 1
+
+
+BUSY_NEIGHBOURS = """
+import os, subprocess, sys, time
+import ovrsis, torch
+from ovrsis import runtime
+os.sched_setaffinity(0, {0, 1})
+loop = "import os\\nos.sched_setaffinity(0, {0, 1})\\nwhile True: pass\\n"
+def work(seconds):
+    x = torch.randn(256, 256)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        runtime.adapt_threads("cpu")
+        x @ x
+work(1.2)
+quiet = torch.get_num_threads()
+busy = [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(2)]
+work(2.5)
+crowded = torch.get_num_threads()
+for p in busy: p.kill()
+for p in busy: p.wait()
+work(2.5)
+print(quiet, crowded, torch.get_num_threads())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2
+                    or not os.path.exists("/proc/stat"), reason="needs Linux and 2 cores")
+def test_real_busy_neighbours_take_a_thread_and_give_it_back():
+    """On this machine's first two cores: two busy processes → one intra-op thread; after they
+    stop → two again (the real /proc/stat, not a fake)."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", BUSY_NEIGHBOURS], env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.split() == ["2", "1", "2"], out.stderr[-2000:]

@@ -36,10 +36,12 @@ from typing import Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 # "before": the libraries' own defaults (OpenMP spin-waits, every process takes every core);
-# "after": ovrsis' process defaults (ovrsis/runtime.py)
-DEFAULT_SETTINGS = {"before": {"OVRSIS_CPU_DEFAULTS": "0"}, "after": {}}
-# variables that would override either setting: removed from the children's environment
-CONTROLLED = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OVRSIS_CPU_DEFAULTS")
+# "fixed": ovrsis with a fixed thread count (passive waiting); "after": ovrsis' defaults
+# (adaptive threads, ovrsis/runtime.py)
+DEFAULT_SETTINGS = {"before": {"OVRSIS_CPU_DEFAULTS": "0"}, "fixed": {"OVRSIS_ADAPTIVE_THREADS": "0"}, "after": {}}
+# variables that would override a setting: removed from the children's environment
+CONTROLLED = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OVRSIS_CPU_DEFAULTS",
+              "OVRSIS_ADAPTIVE_THREADS")
 
 
 def parse_setting(text: str) -> tuple:
@@ -56,13 +58,17 @@ def parse_setting(text: str) -> tuple:
     return name, env
 
 
-# a pure-CPU loop that ends when its parent does (no orphans if the benchmark is killed)
-BUSY_LOOP = ("import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n"
-             "    for _ in range(1_000_000):\n        pass\n")
+# a pure-CPU loop, busy for DUTY of every 100 ms, that ends when its parent does (no orphans if
+# the benchmark is killed)
+BUSY_LOOP = ("import os, sys, time\nparent, duty = os.getppid(), float(sys.argv[1])\n"
+             "while os.getppid() == parent:\n"
+             "    end = time.monotonic() + 0.1 * duty\n"
+             "    while time.monotonic() < end:\n        pass\n"
+             "    if duty < 1:\n        time.sleep(0.1 * (1 - duty))\n")
 
 
-def busy_processes(n: int) -> List[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(n)]
+def busy_processes(n: int, duty: float = 1.0) -> List[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(duty)]) for _ in range(n)]
 
 
 def stop(processes: Sequence[subprocess.Popen]) -> None:
@@ -111,7 +117,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
     parser.add_argument("--busy", type=int, nargs="+", default=[0, 1, 2, 4], help="busy processes (0 = quiet)")
     parser.add_argument("--setting", type=parse_setting, action="append", default=None, metavar="NAME:VAR=VAL,...",
                         help="an environment to compare (repeatable; default: before = the libraries' defaults "
-                             "(OVRSIS_CPU_DEFAULTS=0), after = ovrsis' defaults)")
+                             "(OVRSIS_CPU_DEFAULTS=0), fixed = OVRSIS_ADAPTIVE_THREADS=0, after = ovrsis' defaults)")
+    parser.add_argument("--duty", type=float, default=1.0,
+                        help="fraction of every 100 ms each busy process computes (default 1: always busy)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per N (median kept)")
     parser.add_argument("--steps", type=int, default=4, help="timed training steps per run")
     parser.add_argument("--infer-iters", type=int, default=20, help="timed inferences per run")
@@ -130,7 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     raw: Dict[tuple, List[Dict]] = {}
     for n in sorted(args.busy):
-        procs = busy_processes(n)
+        procs = busy_processes(n, args.duty)
         try:
             time.sleep(0.5)
             for r in range(args.rounds):
@@ -151,7 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
         for n in sorted(args.busy):
             runs = raw[(name, n)]
             load = statistics.median(r["load"] for r in runs)
-            fair = max(1.0, max(n + threads, load) / cores)
+            fair = max(1.0, max(n * args.duty + threads, load) / cores)
             row = {"setting": name, "busy": n, "threads": threads, "cores": cores, "load": load, "fair_share": fair}
             for k in ("train_ms", "infer_ms"):
                 t = statistics.median(r[k] for r in runs)

@@ -29,11 +29,12 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
 from ..errors import DatasetError
+from ..runtime import available_cpus
 from .raster import RasterError, RasterSettings, read_raster, to_rgb8
 
 logger = logging.getLogger(__name__)
@@ -196,9 +197,7 @@ def scan_records(name: str, records: Sequence[dict], classes: Sequence[str], ign
         return report
     jobs = [(r, r.get("raster") or raster.as_dict()) for r in chosen]
     if workers <= 0:
-        from ..engine.launch import available_cores  # lazy: engine imports the data package
-
-        workers = min(available_cores(), 8)
+        workers = min(len(available_cpus()), 8)
     if len(jobs) > _PARALLEL_ABOVE and workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_check_pair, jobs, chunksize=16))

@@ -19,6 +19,7 @@ from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
 from ..errors import describe_user_error
+from ..runtime import available_cpus
 
 USER_ERROR_EXIT_CODE = 2
 
@@ -55,14 +56,6 @@ def _make_local_group(machine_rank: int, procs_per_machine: int, world_size: int
             comm._LOCAL_PROCESS_GROUP = group
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, else ``os.cpu_count()``)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def threads_per_process(num_procs: int) -> int:
     """Intra-op threads for each of ``num_procs`` CPU processes on this machine: an explicit
     ``OMP_NUM_THREADS`` wins, else an equal share of the cores (at least 1). Without this
@@ -70,7 +63,7 @@ def threads_per_process(num_procs: int) -> int:
     explicit = os.environ.get("OMP_NUM_THREADS", "")
     if explicit.isdigit() and int(explicit) > 0:
         return int(explicit)
-    return max(1, available_cores() // max(1, num_procs))
+    return max(1, len(available_cpus()) // max(1, num_procs))
 
 
 def _cpu_worker(local_rank: int, main_func: Callable, world_size: int, procs_per_machine: int, machine_rank: int,

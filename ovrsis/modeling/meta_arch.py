@@ -19,6 +19,7 @@ from torch import nn
 
 from ..data.mappers import loss_ignore_value
 from ..data.vocabulary import check_class_names
+from ..runtime import adapt_threads
 from . import loss_heads as _loss_heads  # noqa: F401  (registers the loss heads)
 from .cost.rotation import check_rotations, fuse_rotation_costs, fused_channels, rotate_batch, unrotate
 from .cost.volume import cosine_cost, scatter_selected, select_top_classes
@@ -209,7 +210,9 @@ class CostAggregationSegmentor(nn.Module):
     def predict_logits(self, images: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
         """CLIP-normalised images (B, 3, H, W) → fp32 logits (B, T, 4g, 4g). CLIP sees them resized to
         its input size (S, S), each specialist stream at its own size, both from these images. The
-        network runs at ``precision`` (MODEL.PRECISION)."""
+        network runs at ``precision`` (MODEL.PRECISION), on the CPU with the intra-op threads the other
+        processes leave free (:func:`ovrsis.runtime.adapt_threads`)."""
+        adapt_threads(self.device)
         with autocast(self.precision, self.device):
             return self._predict(images, class_names)[0].float()
 
@@ -266,6 +269,7 @@ class CostAggregationSegmentor(nn.Module):
             raise ValueError("empty vocabulary: the training dataset registers no classes")
         images = ImageList.from_tensors([self._normalize(x["image"]) for x in batched_inputs], 0).tensor
         targets = torch.stack([x["sem_seg"].to(self.device) for x in batched_inputs])
+        adapt_threads(self.device)
         with autocast(self.precision, self.device):
             logits, state = self._predict(images, self.train_classes)
             with full_precision(self.device):  # the loss in fp32 (precision.py's rule)

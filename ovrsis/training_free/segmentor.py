@@ -33,6 +33,7 @@ from ..modeling.encoders.clip import CLIPEncoder
 from ..modeling.meta_arch import vocabulary_of
 from ..modeling.precision import autocast, check_precision, full_precision, precision_from_config
 from ..modeling.text_templates import prompt_templates
+from ..runtime import adapt_threads
 from ..modeling.tiling import TilingSettings, window_average
 from .last_block import LAST_BLOCK_ATTENTION, run_last_block
 from .postprocess import class_probabilities, expand_queries, threshold_to_background
@@ -187,6 +188,7 @@ class TrainingFreeSegmentor(nn.Module):
         left, right, top, bottom = centred_padding(h, w, self.clip.patch_size)
         if left or right or top or bottom:
             images = F.pad(images, (left, right, top, bottom))
+        adapt_threads(self.device)
         with autocast(self.precision, self.device):
             logits = self.window_logits(images, self.text_features())
         return logits[:, :, top:top + h, left:left + w].float()
