@@ -4,6 +4,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -74,6 +77,7 @@ def test_suite_rows_and_files(suite, tmp_path):
         assert r["train_batch"] == 2 and r["infer_peak_mem_mib"] > 0
         # the dense last CLIP block never uses its (trained) q weights: DDP needs DIST.FIND_UNUSED_PARAMETERS
         assert r["unused_params"] == 1
+        assert r["ddp_processes"] == 0 and math.isnan(r["ddp_step_ms"])  # one process on the CPU by default
     table = (out / "table.md").read_text()
     assert table.count("| configs/ovrs/vitb16_384.yaml |") == 3 and "max |Δ| vs fp32" in table
     with open(out / "table.csv") as f:
@@ -89,3 +93,23 @@ def test_suite_rejects_bad_arguments(suite):
         suite.main(["--device", "cpu", "--iters", "0"])
     with pytest.raises(SystemExit):
         suite.main(["--device", "cpu", "--precisions", "fp8"])
+
+
+def test_ddp_training_step_in_two_gloo_processes(tmp_path):
+    """``--ddp 2`` runs the trainer's DDP-wrapped step in two launched processes (gloo on the
+    CPU, NCCL on GPUs) and reports its time and the efficiency against one process."""
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "benchmark_suite.py"), "--device", "cpu", "--ddp", "2",
+         "--configs", "configs/catseg/vitb16_384.yaml", "--precisions", "fp32", "bf16", "--no-flops",
+         "--input-size", "48x64", "--num-classes", "3", "--train-batch", "1", "--warmup", "0", "--iters", "2",
+         "--output-dir", str(out), *TINY],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, OVRSIS_CACHE=str(tmp_path / "cache")))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((out / "table.json").read_text())["rows"]
+    assert [r["precision"] for r in rows] == ["fp32", "bf16"]
+    for r in rows:
+        assert r["ddp_processes"] == 2 and r["ddp_step_ms"] > 0
+        assert math.isclose(r["ddp_efficiency"], r["train_step_ms"] / r["ddp_step_ms"])
+    assert "DDP: 2 processes" in (out / "table.md").read_text()

@@ -40,7 +40,7 @@ from ovrsis.engine.cli import parse_args_with_overrides
 from ovrsis.modeling.cost.rotation import fuse_rotation_costs
 from ovrsis.modeling.cost.volume import cosine_cost
 from ovrsis.modeling.text_templates import prompt_templates
-from ovrsis.engine import Trainer
+from ovrsis.engine import Trainer, create_ddp_model
 from ovrsis.engine.trainer import PrecisionTrainer
 
 _STATUS = Path("/proc/self/status")
@@ -146,18 +146,20 @@ def bench_inference(model: nn.Module, mode: str, size: Tuple[int, int], warmup: 
 
 
 def bench_train(model: nn.Module, cfg: CfgNode, class_names: Sequence[str], batch: int, warmup: int,
-                iters: int) -> Dict[str, Any]:
+                iters: int, ddp: bool = False) -> Dict[str, Any]:
     """Trainer steps (:class:`~ovrsis.engine.trainer.PrecisionTrainer`: forward at the model's
     precision, backward, fp16 gradient scaling, the trainer's optimizer step) on random
     images/labels at INPUT.CROP.SIZE. Also counts the trainable parameters the step leaves
-    without a gradient (they make DDP need ``DIST.FIND_UNUSED_PARAMETERS``)."""
+    without a gradient (they make DDP need ``DIST.FIND_UNUSED_PARAMETERS``). With ``ddp`` (in
+    a launched process group) the model is wrapped as the trainer wraps it, ``batch`` per rank."""
     model.train()
     model.set_vocabulary(class_names, train=True)
     optimizer = Trainer.build_optimizer(cfg, model)
     h, w = cfg.INPUT.CROP.SIZE
     data = [{"image": torch.rand(3, h, w) * 255, "sem_seg": torch.randint(0, len(class_names), (h, w))}
             for _ in range(batch)]
-    trainer = PrecisionTrainer(model, itertools.repeat(data), optimizer, model.precision, model.device.type)
+    net = create_ddp_model(model, find_unused_parameters=cfg.DIST.FIND_UNUSED_PARAMETERS) if ddp else model
+    trainer = PrecisionTrainer(net, itertools.repeat(data), optimizer, model.precision, model.device.type)
     optimizer.zero_grad(set_to_none=True)
     with EventStorage(0), PeakMemory(model.device) as mem:
         stats = time_calls(trainer.run_step, warmup, iters, model.device)

@@ -12,7 +12,11 @@ fp32; fp16 training steps scale the loss with ``torch.amp.GradScaler``):
   (non-zero: DDP needs ``DIST.FIND_UNUSED_PARAMETERS True``);
 * inference FPS of one ``--input-size`` image (default 600×800) in whole-image and sliding-window
   mode (TEST.SLIDE), batch 1, text embeddings cached, and the peak memory of whole-image inference;
-* the max |difference| of the whole-image scores from fp32 on one fixed seeded image.
+* the max |difference| of the whole-image scores from fp32 on one fixed seeded image;
+* with ``--ddp N`` (default on CUDA: every visible GPU when there are several), the same training
+  step in N processes under DistributedDataParallel (the trainer's wrapping: NCCL on GPUs, gloo
+  on the CPU), ``--train-batch`` per process: its step time and the scaling efficiency, one
+  process's step time ÷ the DDP step time (1.0 = N times the images per second).
 
 Random weights (no downloads), ``--num-classes`` dummy class names. Written as Markdown, CSV and
 JSON to ``--output-dir``. On one GPU the default settings take a few minutes for all methods:
@@ -28,6 +32,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -37,6 +43,7 @@ import torch
 
 from _common import build, dummy_vocabulary, load_cfg, parse_size, write_json
 from ovrsis.engine.cli import parse_args_with_overrides
+from ovrsis.engine.launch import launch
 from benchmark import bench_inference, bench_train
 from model_stats import flop_stats
 from ovrsis.modeling.precision import set_tf32
@@ -47,7 +54,8 @@ PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 # inference protocol (P-C)
 SKIP_DIRS = {"sweeps", "real_imagery", "segearth_ov"}
 COLUMNS = ("config", "precision", "params_M", "trainable_M", "eval_gflops", "train_batch", "train_peak_mem_mib",
-           "train_step_ms", "unused_params", "fps_whole", "fps_slide", "infer_peak_mem_mib", "max_abs_diff_vs_fp32")
+           "train_step_ms", "unused_params", "ddp_processes", "ddp_step_ms", "ddp_efficiency", "fps_whole",
+           "fps_slide", "infer_peak_mem_mib", "max_abs_diff_vs_fp32")
 
 
 def default_configs(root: Path = REPO / "configs") -> List[str]:
@@ -113,7 +121,7 @@ def measure_config(config_file: str, opts: Sequence[str], args: argparse.Namespa
                      "max_abs_diff_vs_fp32": float((out - reference).abs().max())})
     for row in rows:
         row.update(train_batch=args.train_batch, train_peak_mem_mib=float("nan"), train_step_ms=float("nan"),
-                   unused_params=-1)
+                   unused_params=-1, ddp_processes=0, ddp_step_ms=float("nan"), ddp_efficiency=float("nan"))
         if trainable == 0:  # training-free method: no training columns
             continue
         with precision(row["precision"], model):
@@ -123,20 +131,54 @@ def measure_config(config_file: str, opts: Sequence[str], args: argparse.Namespa
     del model
     if args.device == "cuda":
         torch.cuda.empty_cache()
+    if args.ddp > 1 and trainable:
+        steps = ddp_step_times(config_file, opts, args)
+        for row in rows:
+            ms = steps[row["precision"]]
+            row.update(ddp_processes=args.ddp, ddp_step_ms=ms, ddp_efficiency=row["train_step_ms"] / ms)
     return rows
+
+
+def _ddp_rank(config_file: str, opts: Sequence[str], args: argparse.Namespace, result: str) -> None:
+    """One process of :func:`ddp_step_times`: the same seeded model on every rank, each precision's
+    training step under DDP; rank 0 writes ``{precision: median ms}`` to ``result``."""
+    from detectron2.utils import comm
+
+    cfg = load_cfg(config_file, [*opts, "MODEL.DEVICE", args.device])
+    torch.manual_seed(cfg.SEED)
+    model = build(cfg)
+    classes = dummy_vocabulary(args.num_classes)
+    times = {}
+    for name in args.precisions:
+        with precision(name, model):
+            times[name] = bench_train(model, cfg, classes, args.train_batch, args.warmup, args.iters,
+                                      ddp=True)["median_ms"]
+    if comm.is_main_process():
+        write_json(result, times)
+
+
+def ddp_step_times(config_file: str, opts: Sequence[str], args: argparse.Namespace) -> Dict[str, float]:
+    """Median DDP training-step time (ms) per precision over ``args.ddp`` processes on this
+    machine (``ovrsis.engine.launch``: one per GPU, or gloo CPU processes sharing the cores)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = str(Path(tmp) / "ddp.json")
+        launch(_ddp_rank, args.ddp, args=(config_file, list(opts), args, result))
+        return json.loads(Path(result).read_text())
 
 
 def markdown(rows: Sequence[Dict[str, Any]], header: str) -> str:
     """The rows as a Markdown table under a one-paragraph ``header``."""
     names = ("config", "precision", "params (M)", "trainable (M)", "eval GFLOPs", "train batch",
-             "train peak memory (MiB)", "train step (ms)", "unused trainable params", "FPS whole", "FPS slide",
-             "inference peak memory (MiB)", "max |Δ| vs fp32")
+             "train peak memory (MiB)", "train step (ms)", "unused trainable params", "DDP processes",
+             "DDP step (ms)", "DDP efficiency", "FPS whole", "FPS slide", "inference peak memory (MiB)",
+             "max |Δ| vs fp32")
     lines = [header, "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     for r in rows:
         lines.append("| " + " | ".join([
             r["config"], r["precision"], f"{r['params_M']:.2f}", f"{r['trainable_M']:.2f}", f"{r['eval_gflops']:.1f}",
             str(r["train_batch"]), f"{r['train_peak_mem_mib']:.0f}", f"{r['train_step_ms']:.1f}",
             str(r["unused_params"]) if r["unused_params"] >= 0 else "-",
+            str(r["ddp_processes"] or "-"), f"{r['ddp_step_ms']:.1f}", f"{r['ddp_efficiency']:.2f}",
             f"{r['fps_whole']:.1f}", f"{r['fps_slide']:.2f}", f"{r['infer_peak_mem_mib']:.0f}",
             f"{r['max_abs_diff_vs_fp32']:.2e}"]) + " |")
     return "\n".join(lines) + "\n"
@@ -154,6 +196,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     parser.add_argument("--train-batch", type=int, default=8, help="training batch for the memory column")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls before each timed phase")
     parser.add_argument("--iters", type=int, default=5, help="timed calls per phase (median reported)")
+    parser.add_argument("--ddp", type=int, default=None, metavar="N",
+                        help="also time the training step under DDP in N processes (default: every visible GPU "
+                             "when --device cuda has several, else off)")
     parser.add_argument("--no-flops", dest="flops", action="store_false", help="skip the fvcore GFLOPs column")
     parser.add_argument("--output-dir", default="output/benchmark_suite", help="where table.md/.csv/.json go")
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
@@ -163,6 +208,10 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
         parser.error(f"--device must be cuda or cpu, got {args.device!r}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
+    if args.ddp is None:
+        args.ddp = torch.cuda.device_count() if args.device == "cuda" and torch.cuda.device_count() > 1 else 0
+    if args.device == "cuda" and args.ddp > torch.cuda.device_count():
+        parser.error(f"--ddp {args.ddp}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     if min(args.iters, args.train_batch, args.num_classes) < 1 or args.warmup < 0:
         parser.error("--iters, --train-batch and --num-classes must be >= 1, --warmup >= 0")
     configs = args.configs or default_configs()
@@ -177,7 +226,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     header = (f"{device}, torch {torch.__version__}; random weights, T={args.num_classes} classes; inference "
               f"batch 1 at {h}×{w} (whole image / sliding window, TEST.SLIDE), median of {args.iters} after "
               f"{args.warmup} warm-up calls; training: batch {args.train_batch} at each config's crop, "
-              f"the trainer's step; bf16/fp16 = MODEL.PRECISION (the model's autocast; fp16 training with a "
+              f"the trainer's step{f' (DDP: {args.ddp} processes, the batch per process)' if args.ddp > 1 else ''}; "
+              f"bf16/fp16 = MODEL.PRECISION (the model's autocast; fp16 training with a "
               f"gradient scaler); max |Δ|: whole-image scores vs fp32 on one fixed image. "
               f"Total {time.perf_counter() - start:.0f} s.")
     table = markdown(rows, header)
