@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Callable, Dict, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Tuple
 
@@ -183,14 +184,16 @@ class ThreadGovernor:
 
 _GOVERNOR: Optional[ThreadGovernor] = None
 _GOVERNOR_OFF = False
+_GOVERNED_THREAD: Optional[int] = None  # the thread that first computed: the only one governed
 
 
 def adapt_threads(device) -> None:
     """Called where a model's network starts (each forward, tile batch or window batch): on
     the CPU, lets this process's :class:`ThreadGovernor` re-decide its intra-op thread count
-    (at most every 0.5 s, a clock read otherwise). Does nothing on other devices or when
+    (at most every 0.5 s, a clock read otherwise). Only the thread that called it first is
+    governed (a server's worker threads keep their counts). Does nothing on other devices or when
     :func:`adaptive_threads_enabled` is false."""
-    global _GOVERNOR, _GOVERNOR_OFF
+    global _GOVERNOR, _GOVERNOR_OFF, _GOVERNED_THREAD
     if _GOVERNOR_OFF or getattr(device, "type", device) != "cpu":
         return
     if _GOVERNOR is None:
@@ -198,4 +201,6 @@ def adapt_threads(device) -> None:
             _GOVERNOR_OFF = True
             return
         _GOVERNOR = ThreadGovernor(available_cpus())
-    _GOVERNOR.update()
+        _GOVERNED_THREAD = threading.get_ident()
+    if threading.get_ident() == _GOVERNED_THREAD:  # thread counts are per calling thread in OpenMP
+        _GOVERNOR.update()

@@ -5,6 +5,7 @@ import ast
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -180,6 +181,7 @@ def counting_governor(monkeypatch):
     governor = CountingGovernor()
     monkeypatch.setattr(runtime, "_GOVERNOR", governor)
     monkeypatch.setattr(runtime, "_GOVERNOR_OFF", False)
+    monkeypatch.setattr(runtime, "_GOVERNED_THREAD", threading.get_ident())
     return governor
 
 
@@ -216,11 +218,15 @@ def test_every_network_region_of_every_meta_architecture_adapts_the_threads(coun
     assert counting_governor.updates > before
 
 
-def test_adapt_threads_ignores_other_devices(counting_governor):
+def test_adapt_threads_ignores_other_devices_and_other_threads(counting_governor):
     adapt_threads(torch.device("cuda"))
     adapt_threads("meta")
     assert counting_governor.updates == 0
     adapt_threads(torch.device("cpu"))
+    assert counting_governor.updates == 1
+    worker = threading.Thread(target=adapt_threads, args=("cpu",))  # e.g. a web server's request thread
+    worker.start()
+    worker.join()
     assert counting_governor.updates == 1
 
 
