@@ -404,6 +404,40 @@ def test_each_path_key_is_checked_at_each_entry_point(key, case, entry, tmp_path
     assert what in str(err.value)  # what the key should hold
 
 
+# every prediction tool that takes --weights, and the rest of a command line that would run it
+TOOL_COMMANDS = {
+    "demo": lambda image, out: [image, "--classes", "water", "road", "--output", out],
+    "predict_scene": lambda image, out: [image, "--classes", "water", "road", "--output", out, "--no-progress"],
+    "visualize_model": lambda image, out: [image, "--classes", "water", "road", "--output", out + ".png"],
+    "web_demo": lambda image, out: ["--port", "0"],
+}
+
+
+@pytest.mark.parametrize("case", ["missing", "wrong kind"])
+@pytest.mark.parametrize("tool", sorted(TOOL_COMMANDS))
+def test_a_bad_weights_flag_is_reported_under_the_flag(tool, case, tmp_path, capsys):
+    """The tools set MODEL.WEIGHTS from ``--weights``: the error names the flag as well as the key
+    (predict_scene's launcher prints it as its one ``ovrsis: error:`` line)."""
+    from PIL import Image
+
+    module = import_tools(tool)[tool]
+    image = str(tmp_path / "scene.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    weights = _bad_path(tmp_path, "file", case)
+    args = ["--config-file", QUICKSTART, "--weights", weights, "--device", "cpu",
+            *TOOL_COMMANDS[tool](image, str(tmp_path / "out"))]
+    if tool == "predict_scene":
+        with pytest.raises(SystemExit):
+            module.run(args)
+        message = capsys.readouterr().err
+    else:
+        with pytest.raises(ConfigError) as err:
+            module.main(args)
+        message = str(err.value)
+    assert "MODEL.WEIGHTS" in message and weights in message and "--weights sets MODEL.WEIGHTS" in message
+    assert message.count("(flags: ") == 1
+
+
 @pytest.mark.parametrize("key", [k for k in _path_keys() if k.endswith("WEIGHTS") and k != "MODEL.WEIGHTS"])
 def test_a_stream_that_is_off_does_not_need_its_weights_file(key, tmp_path):
     from ovrsis.config import PATH_KEYS

@@ -32,6 +32,7 @@ resize: INPUT.MIN_SIZE_TEST 0) scores the scene tile by tile, with a progress ba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import glob
 import os
@@ -39,17 +40,18 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)
-from ovrsis.data.raster import RASTER_EXTENSIONS, RasterError, dataset_percentiles
+from ovrsis.data.raster import RASTER_EXTENSIONS, dataset_percentiles
 from ovrsis.data.vocabulary import display_name
 from ovrsis.engine import report_user_errors
 from ovrsis.engine.cli import split_overrides  # noqa: E402
-from ovrsis.errors import ConfigError
+from ovrsis.errors import ConfigError, OVRSISError
 from ovrsis.export import (is_georeferenced, label_polygons, write_json, write_label_geotiff, write_label_png,
                            write_probability_geotiff)
 from ovrsis.predictor import Prediction, Predictor
@@ -144,13 +146,35 @@ def raster_overrides(args: argparse.Namespace) -> list[str]:
     return opts
 
 
-def with_flag_hint(err: RasterError) -> RasterError:
-    """``err`` with the raster flags that set the ``INPUT.RASTER`` keys it asks for; unchanged when
-    it asks for none (an unreadable file, a grid mismatch)."""
-    if "INPUT.RASTER" not in str(err):
+# the config keys the prediction tools' flags set (add_model_arguments, add_raster_arguments)
+FLAG_KEYS = {"MODEL.WEIGHTS": "--weights", "MODEL.DEVICE": "--device"}
+RASTER_FLAGS = "--bands sets INPUT.RASTER.BANDS, --scaling .SCALING, --range .RANGE, --percentiles .PERCENTILES"
+
+
+def with_flag_hint(err: OVRSISError) -> OVRSISError:
+    """``err`` (same type) with the flags that set the config keys it names — ``--weights`` for
+    ``MODEL.WEIGHTS``, ``--device`` for ``MODEL.DEVICE``, the raster flags for ``INPUT.RASTER``;
+    ``err`` itself when it names none (an unreadable file, a grid mismatch)."""
+    message = str(err)
+    if "(flags: " in message:  # hinted already
         return err
-    return RasterError(f"{err} (flags: --bands sets INPUT.RASTER.BANDS, --scaling .SCALING, --range .RANGE, "
-                       "--percentiles .PERCENTILES)")
+    hints = [f"{flag} sets {key}" for key, flag in FLAG_KEYS.items() if key in message]
+    if "INPUT.RASTER" in message:
+        hints.append(RASTER_FLAGS)
+    return type(err)(f"{message} (flags: {', '.join(hints)})") if hints else err
+
+
+@contextlib.contextmanager
+def flag_hints() -> Iterator[None]:
+    """Re-raise ovrsis' user errors from the block (or the decorated function) with
+    :func:`with_flag_hint`'s flags added."""
+    try:
+        yield
+    except OVRSISError as err:
+        hinted = with_flag_hint(err)
+        if hinted is err:
+            raise
+        raise hinted from None
 
 
 def safe_name(name: str) -> str:
@@ -197,6 +221,7 @@ def write_outputs(result: Prediction, stem: str, output: str, colors: np.ndarray
     return written
 
 
+@flag_hints()
 def main(argv: list[str] | None = None) -> int:
     arguments, overrides = split_overrides(sys.argv[1:] if argv is None else list(argv))
     args = build_parser().parse_args(arguments)
@@ -223,10 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(done - bar.n)
 
         start = time.perf_counter()
-        try:
-            result = predictor.predict(path, names, raster, progress=advance)
-        except RasterError as err:
-            raise with_flag_hint(err) from None
+        result = predictor.predict(path, names, raster, progress=advance)
         seconds = time.perf_counter() - start
         bar.close()
         written = write_outputs(result, Path(path).stem, args.output, colors, args)

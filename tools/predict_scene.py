@@ -41,9 +41,9 @@ from typing import Any, Optional
 import numpy as np
 
 import ovrsis  # noqa: F401  (compat shims before detectron2)
-from demo import (add_model_arguments, add_raster_arguments, expand_inputs, raster_overrides, split_overrides,
-                  with_flag_hint)
-from ovrsis.data.raster import RASTER_EXTENSIONS, RasterError
+from demo import (add_model_arguments, add_raster_arguments, expand_inputs, flag_hints, raster_overrides,
+                  split_overrides)
+from ovrsis.data.raster import RASTER_EXTENSIONS
 from ovrsis.engine import launch, report_user_errors
 from ovrsis.errors import ConfigError
 from ovrsis.scene.outputs import PROBABILITY_FORMATS
@@ -143,6 +143,7 @@ def scene_options(args: argparse.Namespace, scene: str):
                         seen=tuple(args.seen), unseen=tuple(args.unseen))
 
 
+@flag_hints()
 def main(args: argparse.Namespace, overrides: list[str], scenes: list[str]) -> int:
     """One process's share of the scenes: whole rounds of ``world`` scenes are dealt one per
     process, the remaining scenes are shared by all processes panel by panel (one large scene on
@@ -177,11 +178,8 @@ def main(args: argparse.Namespace, overrides: list[str], scenes: list[str]) -> i
     confusion = np.zeros((len(names), len(names)), np.int64)
     pixels = 0
     for scene, part in mine:
-        try:
-            result = predictor.predict_scene(scene, names, args.output, scene_options(args, scene), raster, stats,
-                                             progress=not args.no_progress, part=part)
-        except RasterError as err:
-            raise with_flag_hint(err) from None
+        result = predictor.predict_scene(scene, names, args.output, scene_options(args, scene), raster, stats,
+                                         progress=not args.no_progress, part=part)
         if part[0] != 0:  # a shared scene: process 0 reports it
             continue
         tqdm.write(result.summary() + (f" ({part[1]} processes)" if part[1] > 1 else ""))

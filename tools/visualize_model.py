@@ -30,7 +30,7 @@ import ovrsis  # noqa: F401  (CPU process defaults before torch, compat shims be
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the demo's argument helpers
-from demo import add_model_arguments, add_raster_arguments, raster_overrides, split_overrides  # noqa: E402
+from demo import add_model_arguments, add_raster_arguments, flag_hints, raster_overrides, split_overrides  # noqa: E402
 from ovrsis.data.vocabulary import display_name  # noqa: E402
 from ovrsis.engine import report_user_errors  # noqa: E402
 from ovrsis.errors import ConfigError  # noqa: E402
@@ -69,6 +69,7 @@ def capture_model_view(predictor: Predictor, image: str, class_names: list) -> d
             "decoder": seen["decoder"][0].float().sigmoid().cpu(), "prediction": prediction}
 
 
+@flag_hints()
 def main(argv: list[str] | None = None) -> int:
     arguments, overrides = split_overrides(sys.argv[1:] if argv is None else list(argv))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,

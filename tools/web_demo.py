@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the demo's argument helpers
 import ovrsis  # noqa: E402,F401  (compat shims before detectron2)
-from demo import split_overrides  # noqa: E402
+from demo import flag_hints, split_overrides  # noqa: E402
 from ovrsis.data.raster import RasterError, RasterSettings  # noqa: E402
 from ovrsis.data.vocabulary import display_name  # noqa: E402
 from ovrsis.engine import report_user_errors  # noqa: E402
@@ -246,6 +246,7 @@ class DemoServer(ThreadingHTTPServer):
         return figure_png(fig), [(display_name(n), float(s)) for n, s in zip(result.class_names, shares)]
 
 
+@flag_hints()
 def main(argv: list[str] | None = None) -> int:
     arguments, overrides = split_overrides(sys.argv[1:] if argv is None else list(argv))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
