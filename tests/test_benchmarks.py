@@ -25,7 +25,8 @@ from ovrsis.data.benchmarks import (ALL_RECORDS, PROTOCOLS, RECORDS, SUITES, inf
                                     register_benchmark_datasets)
 from ovrsis.data.benchmarks import classes as C
 from ovrsis.evaluation.benchmark_table import DatasetResult, table_rows, to_csv, to_markdown
-from ovrsis.modeling.tiling import TilingSettings, tile_starts, tiled_probabilities
+from ovrsis.data.tile_grid import tile_starts
+from ovrsis.modeling.tiling import TilingSettings, tiled_probabilities
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")

@@ -288,7 +288,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(predictors, tmp_path):
         assert np.array_equal(_read(mine), _read(uninterrupted)), mine
 
 
-def test_two_gloo_processes_equal_one(tool, predictor, checkpoint, tmp_path):
+def test_two_gloo_processes_equal_one(tool, predictor, checkpoint, tmp_path, monkeypatch):
     """Three scenes (a list file) over two gloo processes (the project's launcher, as
     ``tools/predict_scene.py --num-gpus 2`` runs it on CPU): one scene each, the third shared
     panel by panel. Files and the run's metrics equal those of one process."""
@@ -307,6 +307,7 @@ def test_two_gloo_processes_equal_one(tool, predictor, checkpoint, tmp_path):
          "--panel-width", "100", "--labels", str(truth), "--no-progress", "--output", str(tmp_path / "two"),
          "--num-gpus", "2", "MODEL.DEVICE", "cpu", *TILED])
     args = tool.build_parser().parse_args(arguments)
+    monkeypatch.syspath_prepend(str(Path(tool.__file__).parent))  # the spawned processes import predict_scene.main
     launch(tool.main, 2, args=(args, overrides, tool.expand_scenes(args.inputs)))
     confusion = 0
     for i in range(3):

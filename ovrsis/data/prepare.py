@@ -40,12 +40,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..modeling.tiling import tile_starts
 from .archives import Archive, extracted_beside, find_archives, is_unpacked, members, open_zip, unpack
 from .benchmarks.catalog import RECORDS
 from .benchmarks.records import DatasetRecord
 from .folder_dataset import DatasetError, _image_size, dataset_root, load_folder_dataset, read_mask
 from .raster import SCALINGS, RasterError, RasterSettings, dataset_percentiles, read_raster, to_rgb8
+from .tile_grid import tile_starts
 
 Image.MAX_IMAGE_PIXELS = None  # ISPRS/DOTA/Inria tiles exceed PIL's decompression-bomb guard
 STATE_DIR = ".prepare_state"

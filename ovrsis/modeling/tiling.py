@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..data.tile_grid import tile_starts
+
 # (tiles B x 3 x h x w as given, class names) -> probabilities B x T x h' x w' (any h', w')
 TileScorer = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
 # (tiles done, tiles in the image) after each scorer batch; set by tile_progress()
@@ -62,23 +64,6 @@ class TilingSettings:
     @classmethod
     def from_config(cls, tiled) -> "TilingSettings":
         return cls(tiled.TILE, tiled.STRIDE, tiled.BATCH, tiled.CLASS_CHUNK, tiled.LONG_SIDE, tiled.RESIZE)
-
-
-def tile_starts(length: int, tile: int, stride: int, remainder: str = "shift") -> list[int]:
-    """Tile origins along one axis, every ``stride``.
-
-    ``remainder="shift"`` (inference, and most dataset cutters) adds a last tile aligned to
-    the border, and gives an axis no longer than ``tile`` one tile spanning it;
-    ``"drop"`` leaves the uncovered remainder (and a too-short axis) out.
-    """
-    if remainder not in ("shift", "drop"):
-        raise ValueError(f"remainder must be 'shift' or 'drop', got {remainder!r}")
-    if length <= tile:
-        return [0] if remainder == "shift" or length == tile else []
-    starts = list(range(0, length - tile + 1, stride))
-    if remainder == "shift" and starts[-1] + tile < length:
-        starts.append(length - tile)
-    return starts
 
 
 def _footprint(start: int, size: int, length: int, out_length: int) -> tuple[int, int]:
