@@ -11,10 +11,10 @@ would have made it 3–6× slower; measured here, up to 10.7× the fair share.
 
 * **Adaptive threads** (default on Linux): :class:`ThreadGovernor` measures, every 0.5 s of
   network calls, the cores the other processes use (``/proc/stat``) and keeps this process's
-  intra-op threads at the free cores (at least one, never more than it started with). Each thread
-  then has a core, so libgomp's short spin is the fastest way to wait, and nothing else is set.
-  Measured on the 2-core VM next to 1, 2, 4 busy processes: 1.10 / 1.28 / 1.34 × the fair share
-  for a training step, no cost on a quiet machine. Thread counts change the order of float
+  intra-op threads at the free cores (at most a container's CPU quota, at least one, never more
+  than it started with). Each thread then has a core, so libgomp's short spin is the fastest way
+  to wait, and nothing else is set. Measured on the 2-core VM next to 1, 2, 4 busy processes:
+  1.05 / 1.08 / 1.28 × the fair share for a training step, no cost on a quiet machine. Thread counts change the order of float
   reductions, so CPU results may differ in the last bits with the load;
   ``OVRSIS_ADAPTIVE_THREADS=0`` keeps the count fixed (the tests do).
 * **Fixed threads** (``OVRSIS_ADAPTIVE_THREADS=0``, or no ``/proc/stat``): ``OMP_WAIT_POLICY=PASSIVE``
@@ -34,6 +34,7 @@ thread.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -85,6 +86,29 @@ def available_cpus() -> List[int]:
         return list(range(os.cpu_count() or 1))
 
 
+def cpu_quota(root: str = "/sys/fs/cgroup") -> Optional[float]:
+    """Cores this process's cgroup may use per second (a container's ``--cpus``, a CFS quota):
+    ``cpu.max`` (cgroup v2) or ``cpu/cpu.cfs_quota_us`` ÷ ``cpu.cfs_period_us`` (v1); ``None``
+    where there is no quota or no such file. PyTorch does not read quotas: in a 2-CPU container
+    on a 64-core host it starts 64 threads."""
+    try:
+        with open(os.path.join(root, "cpu.max")) as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    for folder in ("cpu", "cpu,cpuacct"):
+        try:
+            with open(os.path.join(root, folder, "cpu.cfs_quota_us")) as f:
+                quota = int(f.read())
+            with open(os.path.join(root, folder, "cpu.cfs_period_us")) as f:
+                period = int(f.read())
+        except (OSError, ValueError):
+            continue
+        return None if quota <= 0 or period <= 0 else quota / period
+    return None
+
+
 def _clock_ticks() -> int:
     return os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -121,18 +145,20 @@ class ThreadGovernor:
     Every :meth:`update` at least ``interval`` seconds after the previous sample measures, over
     that interval, the cores the *other* processes used on this process's CPUs (their busy time
     from ``/proc/stat`` minus this process's own CPU time, per second of wall time) and sets
-    ``torch.set_num_threads(threads_for_free_cores(cores - others, max_threads))``. It never
+    ``torch.set_num_threads(threads_for_free_cores(cores - others, max_threads))`` (the free cores
+    capped at the cgroup's ``quota``). It never
     exceeds the count it found (``OMP_NUM_THREADS``, the launcher's share, ``torch.set_num_threads``):
     when something else changes the count, that becomes the new ceiling. Children (DataLoader
     workers) count as other processes: they compete for the same cores.
 
-    ``cpus``: the CPUs this process may run on. Readings (replaceable for tests): ``read_busy()``
+    ``cpus``: the CPUs this process may run on; ``quota``: the cores its cgroup may use
+    (:func:`cpu_quota`), which caps the free cores (``None``: no quota). Readings (replaceable for tests): ``read_busy()``
     → busy core-seconds of those CPUs or ``None`` (default :func:`busy_core_seconds`);
     ``read_own()`` → this process's CPU seconds; ``clock()`` → wall seconds. Intra-op threads are per calling thread
     in OpenMP, so :meth:`update` must run on the thread that computes (the model's forward).
     """
 
-    def __init__(self, cpus: Sequence[int], interval: float = 0.5,
+    def __init__(self, cpus: Sequence[int], quota: Optional[float] = None, interval: float = 0.5,
                  read_busy: Optional[Callable[[], Optional[float]]] = None,
                  read_own: Callable[[], float] = own_core_seconds, clock: Callable[[], float] = time.monotonic,
                  get_threads: Optional[Callable[[], int]] = None,
@@ -140,6 +166,7 @@ class ThreadGovernor:
         import torch
 
         self.cores = len(cpus)
+        self.quota = quota
         self.interval = interval
         self._read_busy = read_busy or (lambda: busy_core_seconds(cpus))
         self._read_own = read_own
@@ -169,13 +196,17 @@ class ThreadGovernor:
         if self._sample is not None:
             wall = sample[0] - self._sample[0]
             others = max(0.0, (sample[1] - self._sample[1]) - (sample[2] - self._sample[2])) / wall
-            threads = threads_for_free_cores(self.cores - others, self.max_threads)
+            free = self.cores - others
+            if self.quota is not None:  # whole cores within the quota: a thread over it is throttled
+                free = min(free, max(1, math.floor(self.quota)))
+            threads = threads_for_free_cores(free, self.max_threads)
             if threads != self.threads:
                 self._set_threads(threads)
                 log = logger.info if self.changes == 0 else logger.debug
-                log("%.1f of %d cores are used by other processes: %d intra-op thread%s (of at most %d; "
-                    "%s=0 keeps the count fixed)", others, self.cores, threads, "" if threads == 1 else "s",
-                    self.max_threads, ADAPTIVE_THREADS_VARIABLE)
+                log("%.1f of %d cores are used by other processes%s: %d intra-op thread%s (of at most %d; "
+                    "%s=0 keeps the count fixed)", others, self.cores,
+                    "" if self.quota is None else f", this cgroup may use {self.quota:g}", threads,
+                    "" if threads == 1 else "s", self.max_threads, ADAPTIVE_THREADS_VARIABLE)
                 self.threads = threads
                 self.changes += 1
         self._sample = sample
@@ -200,7 +231,7 @@ def adapt_threads(device) -> None:
         if not adaptive_threads_enabled():
             _GOVERNOR_OFF = True
             return
-        _GOVERNOR = ThreadGovernor(available_cpus())
+        _GOVERNOR = ThreadGovernor(available_cpus(), cpu_quota())
         _GOVERNED_THREAD = threading.get_ident()
     if threading.get_ident() == _GOVERNED_THREAD:  # thread counts are per calling thread in OpenMP
         _GOVERNOR.update()

@@ -19,6 +19,7 @@ from ovrsis.runtime import (
     adaptive_threads_enabled,
     apply_cpu_defaults,
     busy_core_seconds,
+    cpu_quota,
     threads_for_free_cores,
 )
 
@@ -160,6 +161,37 @@ def test_governor_without_readings_changes_nothing():
         machine.now += 1.0
         assert gov.update() == 2
     assert machine.calls == []
+
+
+def test_cpu_quota_of_cgroup_v2_and_v1(tmp_path):
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("250000 100000\n")  # docker --cpus 2.5
+    assert cpu_quota(str(v2)) == 2.5
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cpu_quota(str(v2)) is None
+    v1 = tmp_path / "v1" / "cpu,cpuacct"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("200000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpu_quota(str(tmp_path / "v1")) == 2.0
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cpu_quota(str(tmp_path / "v1")) is None
+    assert cpu_quota(str(tmp_path / "absent")) is None
+
+
+def test_governor_keeps_a_container_within_its_cpu_quota():
+    """PyTorch starts one thread per host core; in a 2.5-CPU container on a 16-core host the
+    governor brings that down to the quota's whole cores, and lower when the host is busy."""
+    machine = FakeMachine(threads=16)
+    gov = ThreadGovernor(list(range(16)), quota=2.5, read_busy=lambda: machine.busy, read_own=lambda: machine.own,
+                         clock=lambda: machine.now, get_threads=lambda: machine.threads,
+                         set_threads=machine.set_threads)
+    gov.update()
+    machine.advance(1.0, others=3.0, own=2.5)  # host has 13 free cores: the quota decides
+    assert gov.update() == 2 and machine.calls == [2]
+    machine.advance(1.0, others=15.0, own=1.0)  # a busy host leaves one core
+    assert gov.update() == 1
 
 
 def test_adaptive_threads_opt_outs():
