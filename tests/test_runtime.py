@@ -1,7 +1,9 @@
-"""CPU process defaults (ovrsis/runtime.py): set before torch loads, in every entry point."""
+"""CPU process defaults and adaptive threads (ovrsis/runtime.py): set before torch loads, in every
+entry point; the thread governor; the contention benchmark."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -295,3 +297,21 @@ def test_real_busy_neighbours_take_a_thread_and_give_it_back():
     out = subprocess.run([sys.executable, "-c", BUSY_NEIGHBOURS], env=env, capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.split() == ["2", "1", "2"], out.stderr[-2000:]
+
+
+def test_contention_benchmark_rows(tmp_path):
+    """tools/contention_benchmark.py end to end at its smallest: N = 0 and 1 half-busy neighbour,
+    one setting, one round; the fair share and ratios follow from the measured times."""
+    from tool_modules import import_tools
+
+    bench = import_tools("contention_benchmark")["contention_benchmark"]
+    rows = bench.main(["--busy", "0", "1", "--duty", "0.5", "--rounds", "1", "--steps", "1", "--infer-iters", "1",
+                       "--setting", "after:", "--json", str(tmp_path / "rows.json")])
+    assert [(r["setting"], r["busy"]) for r in rows] == [("after", 0), ("after", 1)]
+    for r in rows:
+        cores, threads = r["cores"], r["threads"]
+        assert r["fair_share"] == pytest.approx(max(1.0, max(r["busy"] * 0.5 + threads, r["load"]) / cores))
+        for k in ("train", "infer"):
+            assert r[f"{k}_ms"] > 0 and r[f"{k}_ratio"] == pytest.approx(r[f"{k}_slowdown"] / r["fair_share"])
+        assert 1 <= r["threads_at_end"] <= threads
+    assert json.loads((tmp_path / "rows.json").read_text()) == rows

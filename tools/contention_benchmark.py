@@ -2,24 +2,29 @@
 """How a CPU job degrades next to other work: slowdown ÷ fair share with N busy processes.
 
 For each N in ``--busy`` (default 0 1 2 4) it starts N busy single-thread processes (a Python
-loop: pure CPU, no memory traffic), then runs the workload in a fresh interpreter under each
-``--setting`` (environment variables applied *before* torch loads, which is when OpenMP reads
-them), alternating settings within every round so slow drifts of a shared machine hit both.
-The workload is the quickstart model (``configs/quickstart.yaml``: tiny CLIP CAT-Seg) built
-with random weights: ``--steps`` training steps (forward + backward + the trainer's optimizer
-step, batch ``SOLVER.IMS_PER_BATCH`` at ``INPUT.CROP.SIZE``) and ``--infer-iters`` whole-image
-inferences, after one warm-up call each; the median wall time of each is kept.
+loop: pure CPU, no memory traffic; ``--duty`` makes them busy only part of every 100 ms), then
+runs the workload in a fresh interpreter under each ``--setting`` (environment variables applied
+*before* torch loads, which is when OpenMP reads them), alternating settings within every round
+so slow drifts of a shared machine hit all of them. Default settings: ``before`` (the libraries'
+defaults, ``OVRSIS_CPU_DEFAULTS=0``), ``fixed`` (a fixed thread count with passive OpenMP
+waiting, ``OVRSIS_ADAPTIVE_THREADS=0``) and ``after`` (ovrsis' defaults: adaptive threads,
+``ovrsis/runtime.py``). The workload is the quickstart model (``configs/quickstart.yaml``: tiny
+CLIP CAT-Seg) built with random weights: ``--steps`` training steps (forward + backward + the
+trainer's optimizer step, batch ``SOLVER.IMS_PER_BATCH`` at ``INPUT.CROP.SIZE``) and
+``--infer-iters`` whole-image inferences, after one warm-up call each; the median wall time of
+each is kept, and the intra-op thread count at the end.
 
 Columns: the time, the slowdown = time / quiet time (``--quiet-train-ms`` / ``--quiet-infer-ms``
 when given, else the best quiet estimate of the run: the smallest N = 0 process CPU time per
 call divided by the job's threads, i.e. the work spread perfectly over its threads — a shared
-machine is never quiet, and its N = 0 wall time already includes the other users), the fair share = the slowdown due to a job
-with T runnable threads among R runnable threads on C cores, max(1, R / C) with R the larger
-of N + T and the 1-minute load average read when the run ends (other users' processes count
-too on a shared machine), and their ratio (goal ≤ 1.5).
+machine is never quiet, and its N = 0 wall time already includes the other users), the fair
+share = the slowdown due to a job with T runnable threads among R runnable threads on C cores,
+max(1, R / C) with R the larger of N × duty + T and the 1-minute load average read when the run
+ends (other users' processes count too on a shared machine), and their ratio (goal ≤ 1.5).
 
-    python tools/contention_benchmark.py                       # before/after, N = 0 1 2 4
+    python tools/contention_benchmark.py                       # before / fixed / after, N = 0 1 2 4
     python tools/contention_benchmark.py --busy 0 2 --rounds 3 --steps 5
+    python tools/contention_benchmark.py --duty 0.5            # neighbours busy half the time
     python tools/contention_benchmark.py --setting "spin:OMP_WAIT_POLICY=ACTIVE"
 """
 from __future__ import annotations
@@ -160,7 +165,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
             runs = raw[(name, n)]
             load = statistics.median(r["load"] for r in runs)
             fair = max(1.0, max(n * args.duty + threads, load) / cores)
-            row = {"setting": name, "busy": n, "threads": threads, "cores": cores, "load": load, "fair_share": fair}
+            row = {"setting": name, "busy": n, "threads": threads, "cores": cores, "load": load, "fair_share": fair,
+                   "threads_at_end": statistics.median(r["threads"] for r in runs)}
             for k in ("train_ms", "infer_ms"):
                 t = statistics.median(r[k] for r in runs)
                 row[k] = t
@@ -169,12 +175,12 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
             rows.append(row)
     print(f"\nquiet reference: train {quiet['train_ms']:.0f} ms, inference {quiet['infer_ms']:.1f} ms; {cores} cores")
     print("| setting | N busy | load avg | fair share | train step (ms) | slowdown | ÷ fair share | inference (ms) | "
-          "slowdown | ÷ fair share |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "slowdown | ÷ fair share | threads at the end |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['setting']} | {r['busy']} | {r['load']:.1f} | {r['fair_share']:.1f} | {r['train_ms']:.0f} | "
               f"{r['train_slowdown']:.1f} | {r['train_ratio']:.2f} | {r['infer_ms']:.1f} | {r['infer_slowdown']:.1f} | "
-              f"{r['infer_ratio']:.2f} |")
+              f"{r['infer_ratio']:.2f} | {r['threads_at_end']:g} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return rows
