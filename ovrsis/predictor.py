@@ -172,7 +172,7 @@ class Predictor:
             :class:`~ovrsis.scene.SceneResult` (paths, size, seconds, peak memory, metrics).
 
         Raises:
-            ConfigError: a model without a tile scorer, ``TEST.TILED.LONG_SIDE`` set, or outputs of
+            ConfigError: a model without scene scoring, ``TEST.TILED.LONG_SIDE`` set, or outputs of
                 another config/vocabulary in ``output``.
             RasterError: an unreadable scene or label raster.
         """
@@ -180,12 +180,13 @@ class Predictor:
         from .scene.state import file_identity
 
         names = self.set_vocabulary(class_names)
-        scorer = getattr(self.model, "score_tiles", None)
-        if scorer is None:
-            raise ConfigError(f"{type(self.model).__name__} offers no tile scorer (score_tiles); streamed scenes "
-                              "need a model that scores the tiles of TEST.TILED")
+        scoring = getattr(self.model, "scene_scoring", None)
+        if scoring is None:
+            raise ConfigError(f"{type(self.model).__name__} offers no scene scoring (scene_scoring(), "
+                              "ovrsis.modeling.tiling.SceneScoring); streamed scenes need a model that scores the "
+                              "tiles of TEST.TILED")
         identity = {"config": self.cfg.dump(), "weights": file_identity(self.cfg.MODEL.WEIGHTS)}
-        return run_scene(scorer, names, scene, output, TilingSettings.from_config(self.cfg.TEST.TILED),
+        return run_scene(scoring(), names, scene, output, TilingSettings.from_config(self.cfg.TEST.TILED),
                          raster or self.raster, options or SceneOptions(), identity, raster_stats=raster_stats,
                          progress=progress, part=part)
 

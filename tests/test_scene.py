@@ -368,3 +368,39 @@ def test_slurm_jobs_get_chunks_of_scenes_and_the_run_arguments(tool, tmp_path):
             "MODEL.DEVICE", "cpu"]
     assert list(calls[0].argv[2:]) == rest and list(calls[1].argv[1:]) == rest
     assert isinstance(calls[0].checkpoint(), submitit.helpers.DelayedSubmission)
+
+
+SEGEARTH = str(REPO / "configs" / "segearth_ov" / "base.yaml")
+SEGEARTH_TINY = ["MODEL.CLIP.ARCH", "ovrsis-tiny-vit", "MODEL.CLIP.PRETRAINED", "", "MODEL.CLIP.IMAGE_SIZE", "64",
+                 "MODEL.TRAINING_FREE.SIMFEATUP_WEIGHTS", "", "INPUT.MIN_SIZE_TEST", "0", "TEST.TILED.TILE", "32",
+                 "TEST.TILED.STRIDE", "16", "TEST.TILED.BATCH", "5", "TEST.TILED.LONG_SIDE", "0"]
+
+
+@pytest.mark.parametrize("panel_width", [4096, 48])
+def test_training_free_scene_equals_its_in_memory_prediction(panel_width, tmp_path, one_thread):
+    """SegEarth-OV streams too: the windows' query logits are blended as mmseg's slide averages
+    them, then turned into class scores, so a streamed scene equals the segmentor's own
+    prediction at the stored resolution (``TEST.TILED.LONG_SIDE 0``)."""
+    predictor = ovrsis.Predictor(SEGEARTH, None, device="cpu", inference_mode="tiled", opts=SEGEARTH_TINY)
+    torch.manual_seed(0)
+    with torch.no_grad():  # random, non-trivial SimFeatUp and CLIP biases
+        for p in predictor.model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    scene = _write(tmp_path / "scene.tif", _bands(70, 110, seed=3))
+    names = ["water", "vegetation", "building"]
+    memory = predictor.predict(scene, names)
+    result = predictor.predict_scene(scene, names, str(tmp_path / "out"),
+                                     SceneOptions(quicklook=0, probabilities="float32", panel_width=panel_width),
+                                     progress=False)
+    labels = _read(str(tmp_path / "out" / "scene_labels.tif"))[0]
+    assert np.array_equal(labels, memory.labels)
+    probabilities = _read(str(tmp_path / "out" / "scene_probabilities.tif"))
+    assert np.abs(probabilities - memory.probabilities.numpy()).max() < 1e-5
+    assert probabilities.std(axis=(1, 2)).min() > 1e-3 and result.height == 70  # scores vary over the scene
+
+
+def test_a_model_without_scene_scoring_is_refused(predictor, tmp_path, monkeypatch):
+    monkeypatch.setattr(type(predictor.model), "scene_scoring", None)
+    scene = _write(tmp_path / "scene.tif", _bands(40, 40))
+    with pytest.raises(ConfigError, match="offers no scene scoring"):
+        predictor.predict_scene(scene, NAMES, str(tmp_path / "out"), SceneOptions(quicklook=0), progress=False)

@@ -32,7 +32,7 @@ from .perturbation import PerturbationStage, build_perturbation
 from .precision import autocast, check_precision, full_precision, precision_from_config
 from .registry import AGGREGATOR_REGISTRY, DECODER_REGISTRY, LOSS_HEAD_REGISTRY
 from .text_templates import prompt_templates
-from .tiling import TilingSettings, tiled_probabilities
+from .tiling import SceneScoring, TilingSettings, tiled_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -305,6 +305,10 @@ class CostAggregationSegmentor(nn.Module):
         """The tile scorer of the tiled protocols (:data:`ovrsis.modeling.tiling.TileScorer`): raw
         tiles (B, 3, h, w) in the image's 0..255 range → sigmoid probabilities (B, T, 4g, 4g)."""
         return self.predict_logits(self._normalize(tiles), class_names).sigmoid()
+
+    def scene_scoring(self) -> SceneScoring:
+        """Streamed scenes (:func:`ovrsis.scene.run_scene`) blend :meth:`score_tiles`' probabilities."""
+        return SceneScoring(self.score_tiles)
 
     @torch.no_grad()
     def _inference_tiled(self, x: Dict, classes: Sequence[str]) -> torch.Tensor:

@@ -25,6 +25,29 @@ from ..data.tile_grid import tile_starts
 
 # (tiles B x 3 x h x w as given, class names) -> probabilities B x T x h' x w' (any h', w')
 TileScorer = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SceneScoring:
+    """How a model scores the tiles of a streamed scene (``model.scene_scoring()``,
+    :func:`ovrsis.scene.run_scene`). Tiles are blended linearly (:func:`blend_tile`), so what is
+    blended may be any per-pixel scores:
+
+    * ``score``: tiles (B, 3, h, w) 0–255 and the class names → scores (B, C, h', w');
+    * ``channels``: C, or ``None`` when the scores are one probability per class (then
+      ``TEST.TILED.CLASS_CHUNK`` may score the classes in chunks);
+    * ``finish``: blended scores (C, h, w) → probabilities (T, h, w), or ``None`` when the scores
+      are the probabilities already.
+
+    The CAT-Seg family blends probabilities (``score_tiles``); SegEarth-OV blends its query
+    logits and turns them into class probabilities afterwards, as mmseg's slide inference does.
+    """
+
+    score: TileScorer
+    channels: int | None = None
+    finish: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
 # (tiles done, tiles in the image) after each scorer batch; set by tile_progress()
 _progress: ContextVar[Callable[[int, int], None] | None] = ContextVar("ovrsis_tile_progress", default=None)
 

@@ -31,7 +31,7 @@ import torch
 
 from ..data.raster import RasterSettings
 from ..export import write_json
-from ..modeling.tiling import TileScorer, TilingSettings, blend_tile, score_tiles
+from ..modeling.tiling import SceneScoring, TilingSettings, blend_tile, score_tiles
 from ..visualization import class_colors
 from .evaluate import SceneEvaluation, write_metrics
 from .outputs import SceneRasters, ScenePaths, write_quicklook
@@ -226,13 +226,15 @@ class _Writer(threading.Thread):
         self.items.put(item)
 
 
-def _panel_bands(plan: ScenePlan, items: Iterator, num_classes: int, score: Callable[[torch.Tensor], torch.Tensor],
-                 first_chunk: dict[int, int], emit: Callable[..., None]) -> None:
-    """Score and blend the prefetched items; ``emit(panel, k, probabilities (T, h, w), valid)``
-    for every chunk at or after ``first_chunk[panel]`` as soon as it is final."""
+def _panel_bands(plan: ScenePlan, items: Iterator, channels: int, score: Callable[[torch.Tensor], torch.Tensor],
+                 first_chunk: dict[int, int], emit: Callable[..., None],
+                 finish: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
+    """Score and blend the prefetched items (``channels`` scores per pixel); ``emit(panel, k,
+    probabilities (T, h, w), valid)`` for every chunk at or after ``first_chunk[panel]`` as soon as
+    it is final, the blended scores turned into probabilities by ``finish`` when given."""
     grid = plan.grid
     # one allocation for every panel's band (views of it), so panels do not fragment the heap
-    sums = torch.zeros(num_classes, max(plan.band_height(p) for p in plan.panels),
+    sums = torch.zeros(channels, max(plan.band_height(p) for p in plan.panels),
                        max(p.read_stop - p.read_start for p in plan.panels))
     hits = torch.zeros(1, *sums.shape[1:])
     panel = None
@@ -263,8 +265,8 @@ def _panel_bands(plan: ScenePlan, items: Iterator, num_classes: int, score: Call
             r0, r1 = plan.chunk_rows(flushed)
             c0, c1 = panel.out_start - panel.read_start, panel.out_stop - panel.read_start
             if flushed >= first_chunk[panel.index]:
-                emit(panel.index, flushed, total[:, :r1 - r0, c0:c1] / counts[:, :r1 - r0, c0:c1],
-                     valid.pop(flushed))
+                blended = total[:, :r1 - r0, c0:c1] / counts[:, :r1 - r0, c0:c1]
+                emit(panel.index, flushed, blended if finish is None else finish(blended), valid.pop(flushed))
             else:
                 valid.pop(flushed)
             _shift(total, counts, r1 - r0)
@@ -296,14 +298,15 @@ def _shift(total: torch.Tensor, counts: torch.Tensor, rows: int) -> None:
         buffer[:, max(height - rows, 0):] = 0
 
 
-def run_scene(score: TileScorer, class_names: Sequence[str], path: str, output: str, tiling: TilingSettings,
+def run_scene(scoring: SceneScoring, class_names: Sequence[str], path: str, output: str, tiling: TilingSettings,
               raster: RasterSettings, options: SceneOptions, identity: dict, stem: Optional[str] = None,
               raster_stats: Optional[tuple] = None, progress: bool = True, part: tuple[int, int] = (0, 1)
               ) -> SceneResult:
     """Predict one scene into ``output`` (module docstring; files: :mod:`ovrsis.scene.outputs`).
 
     Args:
-        score: the model's tile scorer (uint8 tiles (B, 3, h, w) → probabilities (B, T, h', w')).
+        scoring: how the model scores tiles (``model.scene_scoring()``): uint8 tiles (B, 3, h, w) →
+            scores (B, C, h', w'), blended, then turned into probabilities (T, h, w) if needed.
         class_names: the vocabulary (T names).
         path: the scene (any GDAL raster).
         output: output folder (created).
@@ -352,7 +355,7 @@ def run_scene(score: TileScorer, class_names: Sequence[str], path: str, output: 
             evaluation.add_raster(paths.labels)
     else:
         own = [p.index for p in plan.panels if p.index % world == rank]
-        _stream(score, names, path, info, settings, plan, tiling, rasters, evaluation,
+        _stream(scoring, names, path, info, settings, plan, tiling, rasters, evaluation,
                 SceneState(paths.state(tag), sig, len(plan.panels)), own, options, progress)
         if world > 1:
             rasters = _assemble(paths, info, names, colors, options, plan, evaluation, rank, world)
@@ -406,7 +409,7 @@ def _assemble(paths: ScenePaths, info, names: list, colors: np.ndarray, options:
     return whole
 
 
-def _stream(score: TileScorer, names: list, path: str, info, settings: RasterSettings, plan: ScenePlan,
+def _stream(scoring: SceneScoring, names: list, path: str, info, settings: RasterSettings, plan: ScenePlan,
             tiling: TilingSettings, rasters: SceneRasters, evaluation: Optional[SceneEvaluation], state: SceneState,
             panels: list, options: SceneOptions, progress: bool) -> None:
     """Score the unwritten chunks of the ``panels`` (indices) of a scene into its partial rasters
@@ -455,8 +458,11 @@ def _stream(score: TileScorer, names: list, path: str, info, settings: RasterSet
 
     try:
         with torch.no_grad():
-            _panel_bands(plan, drain(), len(names), lambda tiles: score_tiles(tiles, score, names, tiling),
-                         first_chunk, emit)
+            if scoring.finish is None:  # probabilities per class (in TEST.TILED.CLASS_CHUNK chunks)
+                channels, score = len(names), lambda tiles: score_tiles(tiles, scoring.score, names, tiling)
+            else:
+                channels, score = scoring.channels, lambda tiles: scoring.score(tiles, names)
+            _panel_bands(plan, drain(), channels, score, first_chunk, emit, scoring.finish)
     finally:
         stop.set()
         while reader.is_alive():  # unblock a prefetcher waiting on a full queue

@@ -34,7 +34,7 @@ from ..modeling.meta_arch import vocabulary_of
 from ..modeling.precision import autocast, check_precision, full_precision, precision_from_config
 from ..modeling.text_templates import prompt_templates
 from ..runtime import adapt_threads
-from ..modeling.tiling import TilingSettings, window_average
+from ..modeling.tiling import SceneScoring, TilingSettings, window_average
 from .last_block import LAST_BLOCK_ATTENTION, run_last_block
 from .postprocess import class_probabilities, expand_queries, threshold_to_background
 from .simfeatup import SimFeatUp, load_simfeatup_checkpoint, upsampling_steps
@@ -205,9 +205,24 @@ class TrainingFreeSegmentor(nn.Module):
         """One raw image (3, H, W) → (K, H', W') scores (see the class docstring)."""
         if not self.test_classes:
             raise ValueError("empty vocabulary: call set_vocabulary() or register the test dataset's classes")
-        logits = self.query_logits(image, tuple(output_size or image.shape[-2:]))
+        return self.class_scores(self.query_logits(image, tuple(output_size or image.shape[-2:])))
+
+    def class_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Window-averaged query logits (Q, H, W) → class scores (K, H, W): softmax over the queries
+        at ``logit_scale``, each class its best query, then the background threshold (SegEarth-OV's
+        ``postprocess_result``)."""
         probs = class_probabilities(logits, self.query_class, len(self.test_classes), self.logit_scale)
         return threshold_to_background(probs, self.prob_thd, self.bg_idx)
+
+    def scene_scoring(self) -> SceneScoring:
+        """Streamed scenes (:func:`ovrsis.scene.run_scene`) blend the windows' query logits as
+        mmseg's slide inference averages them, then :meth:`class_scores`: with
+        ``TEST.TILED.LONG_SIDE 0`` the scene's labels equal :meth:`predict`'s at the stored
+        resolution. Raises ValueError without a vocabulary."""
+        if not self.test_classes:
+            raise ValueError("empty vocabulary: call set_vocabulary() before scoring a scene")
+        return SceneScoring(lambda tiles, class_names: self.score_windows(tiles, self.queries),
+                            channels=len(self.queries), finish=self.class_scores)
 
     def forward(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
         """detectron2 inputs (``image`` (3, H, W) RGB 0–255, optional ``height``/``width``) →
