@@ -371,9 +371,10 @@ def test_slurm_jobs_get_chunks_of_scenes_and_the_run_arguments(tool, tmp_path):
 
 
 SEGEARTH = str(REPO / "configs" / "segearth_ov" / "base.yaml")
-SEGEARTH_TINY = ["MODEL.CLIP.ARCH", "ovrsis-tiny-vit", "MODEL.CLIP.PRETRAINED", "", "MODEL.CLIP.IMAGE_SIZE", "64",
-                 "MODEL.TRAINING_FREE.SIMFEATUP_WEIGHTS", "", "INPUT.MIN_SIZE_TEST", "0", "TEST.TILED.TILE", "32",
-                 "TEST.TILED.STRIDE", "16", "TEST.TILED.BATCH", "5", "TEST.TILED.LONG_SIDE", "0"]
+SEGEARTH_MODEL = ["MODEL.CLIP.ARCH", "ovrsis-tiny-vit", "MODEL.CLIP.PRETRAINED", "", "MODEL.CLIP.IMAGE_SIZE", "64",
+                  "MODEL.TRAINING_FREE.SIMFEATUP_WEIGHTS", ""]
+SEGEARTH_TINY = SEGEARTH_MODEL + ["INPUT.MIN_SIZE_TEST", "0", "TEST.TILED.TILE", "32", "TEST.TILED.STRIDE", "16",
+                                  "TEST.TILED.BATCH", "5", "TEST.TILED.LONG_SIDE", "0"]
 
 
 @pytest.mark.parametrize("shape,panel_width", [((70, 110), 4096), ((70, 110), 48), ((1, 1), 48), ((5, 300), 48),
@@ -407,3 +408,13 @@ def test_a_model_without_scene_scoring_is_refused(predictor, tmp_path, monkeypat
     scene = _write(tmp_path / "scene.tif", _bands(40, 40))
     with pytest.raises(ConfigError, match="offers no scene scoring"):
         predictor.predict_scene(scene, NAMES, str(tmp_path / "out"), SceneOptions(quicklook=0), progress=False)
+
+
+def test_tool_streams_segearth_at_the_stored_resolution(tool, tmp_path, one_thread):
+    """``tools/predict_scene.py`` sets ``TEST.TILED.LONG_SIDE 0`` itself (the SegEarth-OV configs
+    resize to a 448 long side for protocol P-C), as it sets ``INPUT.MIN_SIZE_TEST 0``."""
+    scene = _write(tmp_path / "scene.tif", _bands(40, 90, seed=1))
+    assert tool.run([scene, "--config-file", SEGEARTH, "--classes", "water", "vegetation", "--quicklook", "0",
+                     "--no-progress", "--output", str(tmp_path / "out"), "MODEL.DEVICE", "cpu",
+                     *SEGEARTH_MODEL, "TEST.TILED.TILE", "32", "TEST.TILED.STRIDE", "16"]) == 0
+    assert _read(str(tmp_path / "out" / "scene_labels.tif")).shape == (1, 40, 90)

@@ -162,7 +162,8 @@ def main(args: argparse.Namespace, overrides: list[str], scenes: list[str]) -> i
     device = args.device
     if device is None and world > 1 and torch.cuda.is_available():
         device = f"cuda:{comm.get_local_rank()}"
-    opts = overrides + raster_overrides(args) + ["INPUT.MIN_SIZE_TEST", "0"]
+    # the stored resolution: no test-time resize, and no whole-image resize before tiling (SegEarth-OV's P-C)
+    opts = overrides + raster_overrides(args) + ["INPUT.MIN_SIZE_TEST", "0", "TEST.TILED.LONG_SIDE", "0"]
     predictor = Predictor(args.config_file, args.weights, device=device, inference_mode="tiled", opts=opts)
     names = predictor.set_vocabulary(args.classes if args.classes else args.classes_file)
     raster = predictor.raster
