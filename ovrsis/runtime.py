@@ -146,10 +146,10 @@ class ThreadGovernor:
     that interval, the cores the *other* processes used on this process's CPUs (their busy time
     from ``/proc/stat`` minus this process's own CPU time, per second of wall time) and sets
     ``torch.set_num_threads(threads_for_free_cores(cores - others, max_threads))`` (the free cores
-    capped at the cgroup's ``quota``). It never
-    exceeds the count it found (``OMP_NUM_THREADS``, the launcher's share, ``torch.set_num_threads``):
-    when something else changes the count, that becomes the new ceiling. Children (DataLoader
-    workers) count as other processes: they compete for the same cores.
+    capped at the cgroup's ``quota``). It never exceeds the count it found (``OMP_NUM_THREADS``,
+    the launcher's share, ``torch.set_num_threads``): when something else changes the count, that
+    becomes the new ceiling. Children (DataLoader workers) count as other processes: they compete
+    for the same cores.
 
     ``cpus``: the CPUs this process may run on; ``quota``: the cores its cgroup may use
     (:func:`cpu_quota`), which caps the free cores (``None``: no quota). Readings (replaceable for tests): ``read_busy()``
