@@ -43,6 +43,7 @@ from ovrsis.modeling.text_templates import prompt_templates
 from ovrsis.evaluation import OpenVocabSemSegEvaluator
 from ovrsis.evaluation.benchmark_table import DatasetResult, to_csv, to_markdown
 from ovrsis.evaluation.sem_seg_evaluator import json_safe
+from ovrsis.errors import ConfigError
 
 logger = logging.getLogger("ovrsis.benchmark")
 CONFIG_PROTOCOL = "config"
@@ -132,7 +133,15 @@ def evaluate_suite(cfg: CfgNode, suite: Suite, output: str, override: str | None
             logger.info("skip %s: already scored under %s (results/%s.json)", name, protocol.label, name)
     for protocol in _unique(p for _, p, _, _ in todo):
         protocol_cfg = with_protocol(cfg, protocol)
-        model = Trainer.build_model(protocol_cfg)
+        try:
+            model = Trainer.build_model(protocol_cfg)
+        except ConfigError as err:
+            if override is not None:
+                raise
+            names = ", ".join(name for name, p, _, _ in todo if p == protocol)
+            raise ConfigError(f"{err} — under {protocol.label}, the benchmark's default protocol for {names}: "
+                              f"choose one this model runs with --protocol (--protocol {CONFIG_PROTOCOL} keeps "
+                              "the config's own inference)") from None
         if cfg.MODEL.WEIGHTS:
             OVRSISCheckpointer.from_config(cfg, model, save_dir=output).load(cfg.MODEL.WEIGHTS)
         elif getattr(model, "requires_weights", True):

@@ -21,6 +21,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ovrsis.config import add_ovrsis_config, flatten_config
 from ovrsis.data import DatasetError, load_folder_dataset
+from ovrsis.errors import ConfigError
 from ovrsis.data.benchmarks import (ALL_RECORDS, PROTOCOLS, RECORDS, SUITES, inference_from_config,
                                     register_benchmark_datasets)
 from ovrsis.data.benchmarks import classes as C
@@ -473,3 +474,20 @@ def test_runner_resumes_and_applies_benchmark_protocols(tmp_path):
     assert (out / "results" / "synthetic_rs_val.json").stat().st_mtime_ns == kept
     assert (out / "results" / "v2_udd5_all.json").is_file()
     assert "Mean (2 sets)" in markdown
+
+
+def test_runner_names_the_protocol_flag_when_a_model_refuses_the_default_protocol(tmp_path):
+    """SegEarth-OV runs only its own windows (P-C); a benchmark whose default is P-B says which
+    datasets asked for it and how to choose (``--protocol``), and ``--protocol config`` scores it."""
+    root = tmp_path / "root"
+    save(root / "UDD5" / "all" / "src" / "a.jpg", rgb((40, 48)))
+    save(root / "UDD5" / "all" / "gt" / "a.png", np.random.default_rng(1).integers(0, 5, (40, 48), dtype=np.uint8))
+    runner = load_script(REPO / "eval_scripts" / "run_benchmark.py")
+    segearth = str(REPO / "configs" / "segearth_ov" / "base.yaml")
+    opts = ["MODEL.DEVICE", "cpu", "MODEL.CLIP.ARCH", "ovrsis-tiny-vit", "MODEL.CLIP.PRETRAINED", "",
+            "MODEL.TRAINING_FREE.SIMFEATUP_WEIGHTS", "", "DATASETS.ROOT", str(root), "DATALOADER.NUM_WORKERS", "0"]
+    args = ["--config-file", segearth, "--datasets", "v2_udd5_all", "--output", str(tmp_path / "bench")]
+    with pytest.raises(ConfigError, match=r"P-B v1, the benchmark's default protocol for v2_udd5_all: .*--protocol"):
+        runner.main(runner.build_parser().parse_args([*args, *opts]))
+    markdown = runner.main(runner.build_parser().parse_args([*args, "--protocol", "config", *opts]))
+    assert "| v2_udd5_all" in markdown
