@@ -152,13 +152,16 @@ class ThreadGovernor:
     for the same cores.
 
     ``cpus``: the CPUs this process may run on; ``quota``: the cores its cgroup may use
-    (:func:`cpu_quota`), which caps the free cores (``None``: no quota). Readings (replaceable for tests): ``read_busy()``
+    (:func:`cpu_quota`), which caps the free cores (``None``: no quota); ``first_sample``: a
+    ``(clock, busy, own)`` reading taken earlier (:data:`IMPORT_SAMPLE`), so that the first
+    :meth:`update` already decides. Readings (replaceable for tests): ``read_busy()``
     → busy core-seconds of those CPUs or ``None`` (default :func:`busy_core_seconds`);
     ``read_own()`` → this process's CPU seconds; ``clock()`` → wall seconds. Intra-op threads are per calling thread
     in OpenMP, so :meth:`update` must run on the thread that computes (the model's forward).
     """
 
     def __init__(self, cpus: Sequence[int], quota: Optional[float] = None, interval: float = 0.5,
+                 first_sample: Optional[Tuple[float, float, float]] = None,
                  read_busy: Optional[Callable[[], Optional[float]]] = None,
                  read_own: Callable[[], float] = own_core_seconds, clock: Callable[[], float] = time.monotonic,
                  get_threads: Optional[Callable[[], int]] = None,
@@ -175,7 +178,7 @@ class ThreadGovernor:
         self._set_threads = set_threads or torch.set_num_threads
         self.max_threads = self._get_threads()
         self.threads = self.max_threads
-        self._sample = None
+        self._sample = first_sample  # (clock, busy, own) taken earlier, e.g. at import: decide on the first update
         self.changes = 0
 
     def _take(self) -> Optional[Tuple[float, float, float]]:
@@ -213,6 +216,17 @@ class ThreadGovernor:
         return self.threads
 
 
+def take_sample(cpus: Sequence[int]) -> Optional[Tuple[float, float, float]]:
+    """``(monotonic clock, busy core-seconds of cpus, own CPU seconds)`` now, or ``None``."""
+    busy = busy_core_seconds(cpus)
+    return None if busy is None else (time.monotonic(), busy, own_core_seconds())
+
+
+# taken when ovrsis is imported: the first network call then judges the load from the seconds
+# spent building the model, instead of running one more interval with every thread
+IMPORT_CPUS = available_cpus()
+IMPORT_SAMPLE = take_sample(IMPORT_CPUS) if adaptive_threads_enabled() else None
+
 _GOVERNOR: Optional[ThreadGovernor] = None
 _GOVERNOR_OFF = False
 _GOVERNED_THREAD: Optional[int] = None  # the thread that first computed: the only one governed
@@ -231,7 +245,8 @@ def adapt_threads(device) -> None:
         if not adaptive_threads_enabled():
             _GOVERNOR_OFF = True
             return
-        _GOVERNOR = ThreadGovernor(available_cpus(), cpu_quota())
+        cpus = available_cpus()
+        _GOVERNOR = ThreadGovernor(cpus, cpu_quota(), first_sample=IMPORT_SAMPLE if cpus == IMPORT_CPUS else None)
         _GOVERNED_THREAD = threading.get_ident()
     if threading.get_ident() == _GOVERNED_THREAD:  # thread counts are per calling thread in OpenMP
         _GOVERNOR.update()

@@ -136,6 +136,14 @@ def test_governor_gives_way_to_busy_processes_and_takes_the_cores_back():
     assert gov.update() == 2 and machine.calls == [1, 2]
 
 
+def test_a_sample_taken_at_import_lets_the_first_network_call_decide():
+    machine = FakeMachine()
+    first = (machine.now, machine.busy, machine.own)  # as runtime.IMPORT_SAMPLE
+    machine.advance(3.0, others=1.0, own=1.0)  # building the model next to a busy process
+    assert machine.governor(first_sample=first).update() == 1 and machine.calls == [1]
+    assert runtime.IMPORT_CPUS == runtime.available_cpus()
+
+
 def test_governor_samples_at_most_every_interval():
     machine = FakeMachine()
     gov = machine.governor(interval=0.5)
