@@ -201,7 +201,7 @@ def _files_by_stem(name: str, kind: str, folder: str, exts: Sequence[str], key: 
                    ) -> dict[str, str]:
     if not os.path.isdir(folder):
         state = "is a file, not a folder" if os.path.exists(folder) else "not found"
-        where = f" (set by {key}, relative to DATASETS.ROOT)" if key else ""
+        where = f" (set by {key}; a relative path starts at DATASETS.ROOT)" if key else ""
         raise DatasetError(f"dataset {name!r}: {kind} folder {state}: {os.path.abspath(folder)}{where}")
     files: dict[str, str] = {}
     for entry in os.scandir(folder):
