@@ -139,6 +139,13 @@ def own_core_seconds() -> float:
     return t.user + t.system
 
 
+def take_sample(read_busy: Callable[[], Optional[float]], read_own: Callable[[], float] = own_core_seconds,
+                clock: Callable[[], float] = time.monotonic) -> Optional[Tuple[float, float, float]]:
+    """``(clock, busy core-seconds, own CPU seconds)`` now, or ``None`` without a busy reading."""
+    busy = read_busy()
+    return None if busy is None else (clock(), busy, read_own())
+
+
 class ThreadGovernor:
     """Keeps this process's intra-op thread count at the cores other processes leave free.
 
@@ -154,10 +161,10 @@ class ThreadGovernor:
     ``cpus``: the CPUs this process may run on; ``quota``: the cores its cgroup may use
     (:func:`cpu_quota`), which caps the free cores (``None``: no quota); ``first_sample``: a
     ``(clock, busy, own)`` reading taken earlier (:data:`IMPORT_SAMPLE`), so that the first
-    :meth:`update` already decides. Readings (replaceable for tests): ``read_busy()``
-    → busy core-seconds of those CPUs or ``None`` (default :func:`busy_core_seconds`);
-    ``read_own()`` → this process's CPU seconds; ``clock()`` → wall seconds. Intra-op threads are per calling thread
-    in OpenMP, so :meth:`update` must run on the thread that computes (the model's forward).
+    :meth:`update` already decides. Readings (replaceable for tests): ``read_busy()`` → busy
+    core-seconds of those CPUs or ``None`` (default :func:`busy_core_seconds`); ``read_own()`` →
+    this process's CPU seconds; ``clock()`` → wall seconds. Intra-op threads are per calling
+    thread in OpenMP, so :meth:`update` must run on the thread that computes (the model's forward).
     """
 
     def __init__(self, cpus: Sequence[int], quota: Optional[float] = None, interval: float = 0.5,
@@ -181,10 +188,6 @@ class ThreadGovernor:
         self._sample = first_sample  # (clock, busy, own) taken earlier, e.g. at import: decide on the first update
         self.changes = 0
 
-    def _take(self) -> Optional[Tuple[float, float, float]]:
-        busy = self._read_busy()
-        return None if busy is None else (self._clock(), busy, self._read_own())
-
     def update(self) -> int:
         """Re-decide when ``interval`` has passed since the last sample; returns the thread count."""
         now = self._clock()
@@ -193,7 +196,7 @@ class ThreadGovernor:
         current = self._get_threads()
         if current != self.threads:  # set by someone else since: their count is the new ceiling
             self.max_threads = self.threads = current
-        sample = self._take()
+        sample = take_sample(self._read_busy, self._read_own, self._clock)
         if sample is None:
             return self.threads
         if self._sample is not None:
@@ -216,16 +219,12 @@ class ThreadGovernor:
         return self.threads
 
 
-def take_sample(cpus: Sequence[int]) -> Optional[Tuple[float, float, float]]:
-    """``(monotonic clock, busy core-seconds of cpus, own CPU seconds)`` now, or ``None``."""
-    busy = busy_core_seconds(cpus)
-    return None if busy is None else (time.monotonic(), busy, own_core_seconds())
 
 
 # taken when ovrsis is imported: the first network call then judges the load from the seconds
 # spent building the model, instead of running one more interval with every thread
 IMPORT_CPUS = available_cpus()
-IMPORT_SAMPLE = take_sample(IMPORT_CPUS) if adaptive_threads_enabled() else None
+IMPORT_SAMPLE = take_sample(lambda: busy_core_seconds(IMPORT_CPUS)) if adaptive_threads_enabled() else None
 
 _GOVERNOR: Optional[ThreadGovernor] = None
 _GOVERNOR_OFF = False

@@ -33,8 +33,8 @@ from ..modeling.encoders.clip import CLIPEncoder
 from ..modeling.meta_arch import vocabulary_of
 from ..modeling.precision import autocast, check_precision, full_precision, precision_from_config
 from ..modeling.text_templates import prompt_templates
-from ..runtime import adapt_threads
 from ..modeling.tiling import SceneScoring, TilingSettings, window_average
+from ..runtime import adapt_threads
 from .last_block import LAST_BLOCK_ATTENTION, run_last_block
 from .postprocess import class_probabilities, expand_queries, threshold_to_background
 from .simfeatup import SimFeatUp, load_simfeatup_checkpoint, upsampling_steps
