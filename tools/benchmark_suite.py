@@ -40,6 +40,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import ovrsis  # noqa: F401  (compat shims first: before detectron2 and fvcore)
 import torch
+from detectron2.config import CfgNode
 
 from _common import build, dummy_vocabulary, load_cfg, parse_size, write_json
 from ovrsis.engine.cli import parse_args_with_overrides
@@ -96,12 +97,18 @@ def fixed_output(model: torch.nn.Module, size: Tuple[int, int]) -> torch.Tensor:
     return model([{"image": image}])[0]["sem_seg"].float().cpu()
 
 
-def measure_config(config_file: str, opts: Sequence[str], args: argparse.Namespace) -> List[Dict[str, Any]]:
-    """Every column of ``config_file`` under each precision: one row per precision."""
+def seeded_model(config_file: str, opts: Sequence[str], args: argparse.Namespace
+                 ) -> Tuple[CfgNode, torch.nn.Module, List[str]]:
+    """The config on ``args.device``, its randomly initialised model (seeded by ``SEED``: every
+    process and call builds the same weights) and ``args.num_classes`` dummy class names."""
     cfg = load_cfg(config_file, [*opts, "MODEL.DEVICE", args.device])
     torch.manual_seed(cfg.SEED)
-    model = build(cfg)
-    classes = dummy_vocabulary(args.num_classes)
+    return cfg, build(cfg), dummy_vocabulary(args.num_classes)
+
+
+def measure_config(config_file: str, opts: Sequence[str], args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """Every column of ``config_file`` under each precision: one row per precision."""
+    cfg, model, classes = seeded_model(config_file, opts, args)
     model.set_vocabulary(classes)
     size = args.input_size
     params = sum(p.numel() for p in model.parameters())
@@ -144,10 +151,7 @@ def _ddp_rank(config_file: str, opts: Sequence[str], args: argparse.Namespace, r
     training step under DDP; rank 0 writes ``{precision: median ms}`` to ``result``."""
     from detectron2.utils import comm
 
-    cfg = load_cfg(config_file, [*opts, "MODEL.DEVICE", args.device])
-    torch.manual_seed(cfg.SEED)
-    model = build(cfg)
-    classes = dummy_vocabulary(args.num_classes)
+    cfg, model, classes = seeded_model(config_file, opts, args)
     times = {}
     for name in args.precisions:
         with precision(name, model):
